@@ -1,0 +1,57 @@
+//! `GET /health`.
+
+use std::sync::Arc;
+
+use poem::web::Data;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+
+use super::ApiTags;
+use crate::error::{ApiError, ErrorBody};
+use crate::state::AppState;
+use crate::store::{blocking, denylist, users};
+
+/// Service health.
+#[derive(Debug, Object)]
+#[oai(rename = "Health")]
+pub struct HealthBody {
+    /// `ok` when the database answers.
+    pub status: String,
+}
+
+/// Answers of `health`.
+#[derive(ApiResponse)]
+pub enum HealthResponse {
+    /// The service and its database work.
+    #[oai(status = 200)]
+    Ok(Json<HealthBody>),
+    /// The database cannot be read (`service_unavailable`).
+    #[oai(status = 503)]
+    ServiceUnavailable(Json<ErrorBody>),
+}
+
+/// Service health.
+pub struct HealthApi;
+
+#[OpenApi(tag = "ApiTags::System")]
+impl HealthApi {
+    /// Check service health
+    ///
+    /// Runs a real query on the users table and the denylist; `503` when the
+    /// database cannot be read.
+    #[oai(path = "/health", method = "get", operation_id = "health")]
+    async fn health(&self, state: Data<&Arc<AppState>>) -> poem::Result<HealthResponse> {
+        let pool = state.pool.clone();
+        blocking(move || {
+            let conn = pool.get()?;
+            users::check(&conn)?;
+            denylist::is_revoked(&conn, "")?;
+            Ok(())
+        })
+        .await
+        .map_err(ApiError::from)?;
+        Ok(HealthResponse::Ok(Json(HealthBody {
+            status: "ok".to_owned(),
+        })))
+    }
+}

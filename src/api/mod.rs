@@ -1,0 +1,83 @@
+//! The HTTP API, described with poem-openapi: one file per area.
+//!
+//! - [`users`]: `register`, `currentUser`
+//! - [`auth`]: `login`, `logout`
+//! - [`health`]: `health`
+//! - [`security`]: the `bearerAuth` scheme, where every token is checked
+//! - [`body`]: the JSON request-body extractor
+//!
+//! Handlers return `poem::Result<...Response>`. Each response enum lists the
+//! success and every error the operation can answer, so the OpenAPI document
+//! tells the truth; the error variants themselves are produced by
+//! [`crate::error::ApiError`], which builds every error body in one place.
+
+pub mod auth;
+pub mod body;
+pub mod health;
+pub mod security;
+pub mod users;
+
+use chrono::{DateTime, Utc};
+use poem_openapi::{Object, OpenApiService, Tags};
+
+use crate::store::users::User;
+
+/// Tags grouping the operations in the document and Swagger UI.
+#[derive(Tags)]
+pub enum ApiTags {
+    /// Logging in and out.
+    #[oai(rename = "auth")]
+    Auth,
+    /// Registering and reading users.
+    #[oai(rename = "users")]
+    Users,
+    /// Service health.
+    #[oai(rename = "system")]
+    System,
+}
+
+/// A user account.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "User")]
+pub struct UserBody {
+    /// Unique id (the `sub` of the user's tokens).
+    pub id: i64,
+    /// Display name.
+    pub name: String,
+    /// E-mail address, lower-cased.
+    pub email: String,
+    /// When the account was created (RFC 3339, UTC).
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<User> for UserBody {
+    fn from(user: User) -> Self {
+        Self {
+            id: user.id,
+            name: user.name,
+            email: user.email,
+            created_at: DateTime::parse_from_rfc3339(&user.created_at)
+                .map(|t| t.with_timezone(&Utc))
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// The API's OpenAPI service: every operation, with the document's metadata.
+/// It needs no state, so `tokengate openapi` can print the document offline.
+pub fn service() -> OpenApiService<(users::UsersApi, auth::AuthApi, health::HealthApi), ()> {
+    OpenApiService::new(
+        (users::UsersApi, auth::AuthApi, health::HealthApi),
+        "tokengate",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .summary("JWT authentication with real logout")
+    .description(
+        "Register, log in to get a signed JWT, call authenticated routes with \
+         `Authorization: Bearer <token>`, and log out with `DELETE /api/v1/logout`, \
+         which revokes the token for good: its `jti` is stored durably in a denylist \
+         that every authenticated route checks.\n\n\
+         Every error is a JSON object `{\"error\": \"<code>\", \"message\": \"...\"}`; \
+         `401` answers carry an RFC 6750 `WWW-Authenticate` challenge.",
+    )
+}

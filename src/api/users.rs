@@ -1,0 +1,169 @@
+//! `POST /api/v1/register` and `GET /api/v1/user`.
+
+use std::sync::Arc;
+
+use chrono::{SecondsFormat, Utc};
+use poem::web::Data;
+use poem_openapi::payload::Json;
+use poem_openapi::types::Email;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+use serde_json::{Map, Value};
+
+use super::body::{check_email, check_length, required_string, FromJsonObject, JsonBody};
+use super::security::BearerAuth;
+use super::{ApiTags, UserBody};
+use crate::auth::password;
+use crate::config::Registration;
+use crate::error::{ApiError, ErrorBody, FieldErrors};
+use crate::state::AppState;
+use crate::store::{blocking, users, StoreError};
+
+/// A registration request.
+#[derive(Debug, Object)]
+pub struct RegisterRequest {
+    /// Display name, 1 to 255 characters.
+    #[oai(validator(min_length = 1, max_length = 255))]
+    pub name: String,
+    /// E-mail address; unique, compared case-insensitively, stored lower-cased.
+    pub email: Email,
+    /// Password, 8 to 1024 characters.
+    #[oai(validator(min_length = 8, max_length = 1024))]
+    pub password: String,
+}
+
+impl FromJsonObject for RegisterRequest {
+    fn from_json_object(object: &Map<String, Value>) -> Result<Self, FieldErrors> {
+        let mut errors = FieldErrors::new();
+        let name = required_string(object, "name", &mut errors)
+            .filter(|v| check_length(v, "name", 1, 255, &mut errors));
+        let email = required_string(object, "email", &mut errors)
+            .filter(|v| check_email(v, "email", &mut errors));
+        let password = required_string(object, "password", &mut errors)
+            .filter(|v| check_length(v, "password", 8, 1024, &mut errors));
+        match (name, email, password) {
+            (Some(name), Some(email), Some(password)) if errors.is_empty() => Ok(Self {
+                name,
+                email: Email(email.to_lowercase()),
+                password,
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
+/// Answers of `register`.
+#[derive(ApiResponse)]
+pub enum RegisterResponse {
+    /// The user was created.
+    #[oai(status = 201)]
+    Created(Json<UserBody>),
+    /// The body is not valid JSON (`bad_request`).
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// Registration is closed on this server (`registration_closed`).
+    #[oai(status = 403)]
+    RegistrationClosed(Json<ErrorBody>),
+    /// The e-mail address is already registered (`email_taken`).
+    #[oai(status = 409)]
+    EmailTaken(Json<ErrorBody>),
+    /// The body is over 64 KiB (`payload_too_large`).
+    #[oai(status = 413)]
+    PayloadTooLarge(Json<ErrorBody>),
+    /// The body is not `application/json` (`unsupported_media_type`).
+    #[oai(status = 415)]
+    UnsupportedMediaType(Json<ErrorBody>),
+    /// A field is missing or breaks the rules (`validation_failed`, with `fields`).
+    #[oai(status = 422)]
+    ValidationFailed(Json<ErrorBody>),
+    /// The database cannot be used right now (`service_unavailable`).
+    #[oai(status = 503)]
+    ServiceUnavailable(Json<ErrorBody>),
+}
+
+/// Answers of `currentUser`.
+#[derive(ApiResponse)]
+pub enum CurrentUserResponse {
+    /// The user the token belongs to.
+    #[oai(status = 200)]
+    Ok(Json<UserBody>),
+    /// No token (`unauthenticated`), or a token that is malformed, expired,
+    /// revoked or whose user no longer exists (`invalid_token`).
+    #[oai(status = 401)]
+    Unauthorized(
+        Json<ErrorBody>,
+        /// RFC 6750 challenge, e.g. `Bearer realm="tokengate", error="invalid_token", error_description="..."`.
+        #[oai(header = "WWW-Authenticate")]
+        String,
+    ),
+    /// The denylist or user table cannot be read (`service_unavailable`).
+    #[oai(status = 503)]
+    ServiceUnavailable(Json<ErrorBody>),
+}
+
+/// Registering and reading users.
+pub struct UsersApi;
+
+#[OpenApi(tag = "ApiTags::Users")]
+impl UsersApi {
+    /// Register a new user
+    ///
+    /// Creates an account. The e-mail address is compared case-insensitively
+    /// and stored lower-cased; the password is stored as an argon2id hash.
+    /// With registration closed, answers `403` without reading the body.
+    #[oai(path = "/api/v1/register", method = "post", operation_id = "register")]
+    async fn register(
+        &self,
+        state: Data<&Arc<AppState>>,
+        body: JsonBody<RegisterRequest>,
+    ) -> poem::Result<RegisterResponse> {
+        if state.registration == Registration::Closed {
+            return Err(ApiError::RegistrationClosed.into());
+        }
+        let request = body.parse().await?;
+        let pool = state.pool.clone();
+        let created = blocking(move || {
+            let hash = password::hash(&request.password)
+                .map_err(|e| StoreError::Task(format!("password hashing failed: {e}")))?;
+            let created_at = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
+            Ok(users::create(
+                &*pool.get()?,
+                &request.name,
+                &request.email.0,
+                &hash,
+                &created_at,
+            ))
+        })
+        .await?;
+        match created {
+            Ok(user) => {
+                tracing::info!(user_id = user.id, "user registered");
+                Ok(RegisterResponse::Created(Json(user.into())))
+            }
+            Err(users::CreateError::EmailTaken) => Err(ApiError::EmailTaken.into()),
+            Err(users::CreateError::Store(e)) => Err(ApiError::from(e).into()),
+        }
+    }
+
+    /// Get the current user
+    ///
+    /// Returns the user the bearer token belongs to. The token must be valid
+    /// and not revoked, and its user must still exist.
+    #[oai(path = "/api/v1/user", method = "get", operation_id = "currentUser")]
+    async fn current_user(
+        &self,
+        state: Data<&Arc<AppState>>,
+        auth: BearerAuth,
+    ) -> poem::Result<CurrentUserResponse> {
+        let id: i64 = auth
+            .0
+            .sub
+            .parse()
+            .map_err(|_| ApiError::InvalidToken("the access token is invalid"))?;
+        let pool = state.pool.clone();
+        let user = blocking(move || users::find_by_id(&*pool.get()?, id)).await?;
+        match user {
+            Some(user) => Ok(CurrentUserResponse::Ok(Json(user.into()))),
+            None => Err(ApiError::InvalidToken("the token's user no longer exists").into()),
+        }
+    }
+}

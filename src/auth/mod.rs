@@ -1,0 +1,7 @@
+//! Authentication mechanics, independent of HTTP: issuing and verifying JWTs
+//! ([`tokens`]), hashing and checking passwords ([`password`]) and login
+//! throttling ([`throttle`]).
+
+pub mod password;
+pub mod throttle;
+pub mod tokens;

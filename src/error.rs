@@ -1,0 +1,253 @@
+//! Every failure the HTTP layer can answer, and the one place where each
+//! becomes a status, a JSON body `{"error", "message"[, "fields"]}` and, on
+//! `401`, an RFC 6750 `WWW-Authenticate` challenge.
+//!
+//! Errors raised by poem and poem-openapi themselves (unknown route, wrong
+//! method, unreadable body, ...) are turned into the same shape by
+//! [`into_json_response`], installed with `catch_all_error` in
+//! [`crate::startup`].
+
+use std::collections::BTreeMap;
+
+use poem::error::{MethodNotAllowedError, NotFoundError, ResponseError};
+use poem::http::{header, HeaderValue, StatusCode};
+use poem::{IntoResponse, Response};
+use poem_openapi::error::{AuthorizationError, ContentTypeError, ParseRequestPayloadError};
+use poem_openapi::Object;
+use serde::Serialize;
+
+use crate::store::StoreError;
+
+/// The realm of every challenge.
+pub const REALM: &str = "tokengate";
+
+/// Field name -> problems, for `422 validation_failed`.
+pub type FieldErrors = BTreeMap<String, Vec<String>>;
+
+/// The JSON body of every error response.
+#[derive(Debug, Clone, Serialize, Object)]
+#[oai(rename = "Error")]
+pub struct ErrorBody {
+    /// Stable machine-readable code, e.g. `invalid_token`.
+    pub error: String,
+    /// Human-readable explanation.
+    pub message: String,
+    /// On `422 validation_failed`: the problems of each offending field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[oai(skip_serializing_if_is_none)]
+    pub fields: Option<FieldErrors>,
+}
+
+/// A failure answered to the client.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No `Authorization` header, or not the Bearer scheme.
+    #[error("an access token is required: send `Authorization: Bearer <token>`")]
+    Unauthenticated,
+    /// A Bearer token that is empty, malformed, unverifiable, expired or revoked.
+    #[error("the access token was rejected: {0}")]
+    InvalidToken(&'static str),
+    /// Unknown e-mail or wrong password (deliberately indistinguishable).
+    #[error("the e-mail address or password is incorrect")]
+    InvalidCredentials,
+    /// Registration is closed by configuration.
+    #[error("registration is closed on this server")]
+    RegistrationClosed,
+    /// No such route.
+    #[error("there is no such route")]
+    NotFound,
+    /// The route exists but not with this method.
+    #[error("this method is not allowed on this route")]
+    MethodNotAllowed,
+    /// The e-mail address is already registered.
+    #[error("a user with this e-mail address already exists")]
+    EmailTaken,
+    /// The request body is over the limit.
+    #[error(
+        "the request body is larger than {} bytes",
+        crate::api::body::MAX_BODY_BYTES
+    )]
+    PayloadTooLarge,
+    /// Not `application/json`.
+    #[error("the request body must be sent as `Content-Type: application/json`")]
+    UnsupportedMediaType,
+    /// The body is not JSON, or another malformed request.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The body is JSON but breaks the rules.
+    #[error("the request body is invalid")]
+    Validation(FieldErrors),
+    /// Too many failed logins; retry after that many seconds.
+    #[error("too many failed logins; try again in {retry_after} seconds")]
+    TooManyRequests {
+        /// Seconds until the block lifts.
+        retry_after: u64,
+    },
+    /// The database cannot be used right now.
+    #[error("the service cannot reach its database right now; try again shortly")]
+    Unavailable(#[source] StoreError),
+    /// A bug or an unexpected failure; details are logged, never sent.
+    #[error("an internal error occurred")]
+    Internal(String),
+    /// Any other HTTP-level refusal from the framework.
+    #[error("{1}")]
+    Http(StatusCode, String),
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::Unavailable(e)
+    }
+}
+
+impl ApiError {
+    /// The stable machine code of this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Unauthenticated => "unauthenticated",
+            ApiError::InvalidToken(_) => "invalid_token",
+            ApiError::InvalidCredentials => "invalid_credentials",
+            ApiError::RegistrationClosed => "registration_closed",
+            ApiError::NotFound => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::EmailTaken => "email_taken",
+            ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::Validation(_) => "validation_failed",
+            ApiError::TooManyRequests { .. } => "too_many_requests",
+            ApiError::Unavailable(_) => "service_unavailable",
+            ApiError::Internal(_) => "internal_error",
+            ApiError::Http(status, _) => http_code(*status),
+        }
+    }
+
+    fn challenge(&self) -> Option<String> {
+        match self {
+            ApiError::Unauthenticated | ApiError::InvalidCredentials => {
+                Some(format!("Bearer realm=\"{REALM}\""))
+            }
+            ApiError::InvalidToken(description) => Some(format!(
+                "Bearer realm=\"{REALM}\", error=\"invalid_token\", error_description=\"{description}\""
+            )),
+            _ => None,
+        }
+    }
+
+    fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: self.code().to_owned(),
+            message: capitalise(&self.to_string()),
+            fields: match self {
+                ApiError::Validation(fields) => Some(fields.clone()),
+                _ => None,
+            },
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthenticated
+            | ApiError::InvalidToken(_)
+            | ApiError::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            ApiError::RegistrationClosed => StatusCode::FORBIDDEN,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::EmailTaken => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Http(status, _) => *status,
+        }
+    }
+
+    fn as_response(&self) -> Response {
+        match self {
+            ApiError::Unavailable(cause) => tracing::error!(error = %cause, "database unavailable"),
+            ApiError::Internal(cause) => tracing::error!(error = %cause, "internal error"),
+            _ => {}
+        }
+        let mut response = poem::web::Json(self.body())
+            .with_status(self.status())
+            .into_response();
+        let headers = response.headers_mut();
+        if let Some(challenge) = self.challenge() {
+            if let Ok(value) = HeaderValue::from_str(&challenge) {
+                headers.insert(header::WWW_AUTHENTICATE, value);
+            }
+        }
+        if let ApiError::TooManyRequests { retry_after } = self {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+        }
+        response
+    }
+}
+
+/// Turns any error reaching the top of the app into the JSON error shape.
+pub async fn into_json_response(err: poem::Error) -> Response {
+    if let Some(api) = err.downcast_ref::<ApiError>() {
+        return api.as_response();
+    }
+    let api = if err.is::<NotFoundError>() {
+        ApiError::NotFound
+    } else if err.is::<MethodNotAllowedError>() {
+        ApiError::MethodNotAllowed
+    } else if err.is::<ContentTypeError>() {
+        ApiError::UnsupportedMediaType
+    } else if err.is::<AuthorizationError>() {
+        ApiError::Unauthenticated
+    } else if let Some(parse) = err.downcast_ref::<ParseRequestPayloadError>() {
+        ApiError::BadRequest(format!("the request body is invalid: {}", parse.reason))
+    } else {
+        match err.status() {
+            StatusCode::NOT_FOUND => ApiError::NotFound,
+            StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed,
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType,
+            StatusCode::UNAUTHORIZED => ApiError::Unauthenticated,
+            status if status.is_server_error() => ApiError::Internal(err.to_string()),
+            status => ApiError::Http(
+                status,
+                status
+                    .canonical_reason()
+                    .unwrap_or("request refused")
+                    .to_owned(),
+            ),
+        }
+    };
+    api.as_response()
+}
+
+fn http_code(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "bad_request",
+        403 => "forbidden",
+        406 => "not_acceptable",
+        408 => "request_timeout",
+        411 => "length_required",
+        414 => "uri_too_long",
+        431 => "request_header_fields_too_large",
+        _ if status.is_client_error() => "bad_request",
+        _ => "internal_error",
+    }
+}
+
+fn capitalise(s: &str) -> String {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect::<String>() + ".",
+        None => String::new(),
+    }
+}
+
+impl From<StoreError> for poem::Error {
+    fn from(e: StoreError) -> Self {
+        ApiError::from(e).into()
+    }
+}

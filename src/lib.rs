@@ -1,0 +1,24 @@
+//! tokengate: a small JWT authentication API with real logout.
+//!
+//! SPA clients register, log in to get a signed JWT (HS256), call
+//! authenticated routes with `Authorization: Bearer <token>`, and log out with
+//! `DELETE /api/v1/logout`, which puts the token's `jti` into a durable SQLite
+//! denylist that every authenticated route checks.
+//!
+//! Layout:
+//! - [`config`]: flags and environment variables; the signing secret.
+//! - [`startup`]: building the app and running it until shutdown.
+//! - [`api`]: the HTTP operations (poem-openapi), one file per area, and the
+//!   `bearerAuth` scheme where every token is checked ([`api::security`]).
+//! - [`auth`]: JWT issue/verify, argon2id passwords, login throttling.
+//! - [`store`]: SQLite pool, migrations, users and the denylist.
+//! - [`error`]: every error answer, built in one place.
+//! - [`state`]: the context shared by requests.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod startup;
+pub mod state;
+pub mod store;

@@ -1,0 +1,186 @@
+//! The `tokengate` command: parse the command line and dispatch.
+
+use std::io::{BufRead, IsTerminal};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokengate::api::body::{check_email, check_length};
+use tokengate::auth::password;
+use tokengate::config::Settings;
+use tokengate::error::FieldErrors;
+use tokengate::startup::Application;
+use tokengate::store::{denylist, pool, users};
+
+/// JWT authentication API with real logout: tokens are revoked durably in a
+/// SQLite denylist that every authenticated route checks.
+#[derive(Debug, Parser)]
+#[command(name = "tokengate", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    #[command(flatten)]
+    settings: Settings,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the API (the default).
+    Serve,
+    /// Manage users.
+    User {
+        #[command(subcommand)]
+        action: UserCommand,
+    },
+    /// Delete expired rows from the denylist now and print how many.
+    Purge,
+    /// Print the OpenAPI document (JSON, or YAML with --yaml).
+    Openapi {
+        /// Print YAML instead of JSON.
+        #[arg(long)]
+        yaml: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Create a user; the password is read from standard input (one line).
+    Add {
+        /// E-mail address (stored lower-cased).
+        #[arg(long)]
+        email: String,
+        /// Display name.
+        #[arg(long)]
+        name: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(cli.settings),
+        Command::User {
+            action: UserCommand::Add { email, name },
+        } => add_user(&cli.settings, &email, &name),
+        Command::Purge => purge(&cli.settings),
+        Command::Openapi { yaml } => {
+            let service = tokengate::api::service();
+            let text = if yaml {
+                service.spec_yaml()
+            } else {
+                service.spec()
+            };
+            print!("{}", text.trim_end());
+            println!();
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("tokengate: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(settings: Settings) -> Result<(), String> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_ansi(std::io::stdout().is_terminal())
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(async {
+        let app = Application::build(settings)
+            .await
+            .map_err(|e| e.to_string())?;
+        app.run_until(shutdown_signal())
+            .await
+            .map_err(|e| format!("server error: {e}"))
+    })
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {},
+                    _ = terminate.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+    tracing::info!("shutdown signal received; finishing in-flight requests");
+}
+
+fn add_user(settings: &Settings, email: &str, name: &str) -> Result<(), String> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprintln!("Password (8 to 1024 characters), then Enter:");
+    }
+    let mut line = String::new();
+    stdin
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| format!("cannot read the password from standard input: {e}"))?;
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+
+    let mut errors = FieldErrors::new();
+    check_email(email, "email", &mut errors);
+    check_length(name, "name", 1, 255, &mut errors);
+    check_length(password, "password", 8, 1024, &mut errors);
+    if !errors.is_empty() {
+        let problems: Vec<String> = errors
+            .iter()
+            .map(|(field, problems)| format!("{field} {}", problems.join(", ")))
+            .collect();
+        return Err(format!("invalid user: {}", problems.join("; ")));
+    }
+
+    let pool = pool::open(&settings.database).map_err(|e| e.to_string())?;
+    let hash = password::hash(password).map_err(|e| format!("cannot hash the password: {e}"))?;
+    let created_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let conn = pool
+        .get()
+        .map_err(|e| format!("cannot open the database: {e}"))?;
+    match users::create(&conn, name, &email.to_lowercase(), &hash, &created_at) {
+        Ok(user) => {
+            println!("created user {} <{}>", user.id, user.email);
+            Ok(())
+        }
+        Err(users::CreateError::EmailTaken) => Err(format!(
+            "a user with the e-mail address {} already exists",
+            email.to_lowercase()
+        )),
+        Err(users::CreateError::Store(e)) => Err(e.to_string()),
+    }
+}
+
+fn purge(settings: &Settings) -> Result<(), String> {
+    let pool = pool::open(&settings.database).map_err(|e| e.to_string())?;
+    let conn = pool
+        .get()
+        .map_err(|e| format!("cannot open the database: {e}"))?;
+    let cutoff = chrono::Utc::now().timestamp() - settings.leeway as i64;
+    let purged = denylist::purge_expired(&conn, cutoff).map_err(|e| e.to_string())?;
+    let left = denylist::len(&conn).map_err(|e| e.to_string())?;
+    println!("purged {purged} expired revocations ({left} left)");
+    Ok(())
+}

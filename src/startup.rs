@@ -1,0 +1,206 @@
+//! Building and running the service: open the database, load the secret, bind
+//! the listener, assemble routes and middleware, serve until shutdown.
+//!
+//! [`Application::build`] binds the listener itself, so tests can ask for
+//! port 0 and read the real port from [`Application::local_addr`]; `main` and
+//! the tests start the server the same way, with [`Application::run_until`].
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use poem::http::header;
+use poem::listener::TcpAcceptor;
+use poem::middleware::Cors;
+use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, Server};
+
+use crate::api;
+use crate::api::body::MAX_BODY_BYTES;
+use crate::auth::throttle::{Limits, LoginThrottle};
+use crate::auth::tokens::Tokens;
+use crate::config::{ConfigError, Settings};
+use crate::error::{into_json_response, ApiError};
+use crate::state::AppState;
+use crate::store::{self, denylist, denylist::Denylist, pool};
+
+/// How long in-flight requests may take to finish after a shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Why the service could not start; printed as one line by `main`.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// Bad configuration (secret too short, secret file too open, ...).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The database could not be opened or migrated.
+    #[error(transparent)]
+    Database(#[from] pool::OpenError),
+    /// The denylist writer could not start.
+    #[error("cannot start the denylist writer: {0}")]
+    Writer(#[from] store::StoreError),
+    /// The address could not be bound.
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+}
+
+/// A service that is bound and ready to run.
+pub struct Application {
+    listener: std::net::TcpListener,
+    local_addr: SocketAddr,
+    state: Arc<AppState>,
+    settings: Settings,
+}
+
+impl Application {
+    /// Opens the database (migrating it), loads or generates the secret and
+    /// binds the listener. Blocking file work runs off the executor.
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        tokio::task::spawn_blocking(move || Self::build_blocking(settings))
+            .await
+            .unwrap_or_else(|e| Err(StartupError::Writer(store::StoreError::Task(e.to_string()))))
+    }
+
+    fn build_blocking(settings: Settings) -> Result<Self, StartupError> {
+        let secret = settings.load_secret()?;
+        let pool = pool::open(&settings.database)?;
+        let denylist = Denylist::start(&settings.database, pool.clone())?;
+        let listener = std::net::TcpListener::bind(settings.bind)
+            .map_err(|e| StartupError::Bind(settings.bind, e))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| StartupError::Bind(settings.bind, e))?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| StartupError::Bind(settings.bind, e))?;
+        let state = Arc::new(AppState {
+            pool,
+            denylist,
+            tokens: Tokens::new(
+                &secret,
+                &settings.issuer,
+                &settings.audience,
+                settings.token_ttl,
+                settings.leeway,
+            ),
+            throttle: LoginThrottle::new(Limits {
+                per_email: settings.login_max_failures,
+                per_client: settings.login_max_failures_per_client,
+                window: Duration::from_secs(settings.login_window),
+            }),
+            registration: settings.registration,
+            leeway: settings.leeway,
+        });
+        // Pay for the dummy hash now rather than on the first unknown login.
+        let _ = crate::auth::password::dummy_hash();
+        Ok(Self {
+            listener,
+            local_addr,
+            state,
+            settings,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `shutdown` completes, then lets in-flight requests finish.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let purge = tokio::spawn(purge_periodically(
+            self.state.clone(),
+            Duration::from_secs(self.settings.purge_interval),
+        ));
+        let app = app(self.state, &self.settings);
+        let acceptor = TcpAcceptor::from_std(self.listener)?;
+        tracing::info!("listening on http://{}", self.local_addr);
+        let result = Server::new_with_acceptor(acceptor)
+            .run_with_graceful_shutdown(app, shutdown, Some(SHUTDOWN_GRACE))
+            .await;
+        purge.abort();
+        tracing::info!("stopped");
+        result
+    }
+}
+
+/// The whole HTTP app: API, documentation and the middleware around them.
+pub fn app(state: Arc<AppState>, settings: &Settings) -> impl Endpoint<Output = Response> {
+    let api = api::service();
+    let routes = Route::new()
+        .at("/docs", api.swagger_ui())
+        .at("/openapi.json", api.spec_endpoint())
+        .at("/openapi.yaml", api.spec_endpoint_yaml())
+        .nest("/", api)
+        .around(reject_oversized_bodies)
+        .catch_all_error(into_json_response);
+    let cors = (!settings.cors_origins.is_empty()).then(|| {
+        Cors::new()
+            .allow_origins(settings.cors_origins.iter().map(String::as_str))
+            .allow_methods(["GET", "POST", "DELETE"])
+            .allow_headers(["authorization", "content-type"])
+            .expose_headers(["www-authenticate", "retry-after"])
+            .allow_credentials(false)
+            .max_age(600)
+    });
+    routes
+        .with_if(cors.is_some(), cors.unwrap_or_default())
+        .catch_all_error(into_json_response)
+        .data(state)
+        .around(log_request)
+}
+
+/// Answers `413` up front when `Content-Length` is over the limit; chunked
+/// bodies are cut off while being read (see [`crate::api::body`]).
+async fn reject_oversized_bodies<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
+        return Err(ApiError::PayloadTooLarge.into());
+    }
+    Ok(next.call(req).await?.into_response())
+}
+
+/// One line per request: method, path (never the query or headers, which may
+/// carry tokens), status and latency.
+async fn log_request<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let response = match next.call(req).await {
+        Ok(response) => response.into_response(),
+        Err(err) => into_json_response(err).await,
+    };
+    tracing::info!(
+        target: "tokengate::http",
+        %method,
+        path = %path,
+        status = response.status().as_u16(),
+        latency_us = started.elapsed().as_micros() as u64,
+        "request"
+    );
+    Ok(response)
+}
+
+/// Deletes expired denylist rows and stale throttle counters every `every`.
+async fn purge_periodically(state: Arc<AppState>, every: Duration) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        state.throttle.sweep();
+        let pool = state.pool.clone();
+        let cutoff = chrono::Utc::now().timestamp() - state.leeway as i64;
+        match store::blocking(move || denylist::purge_expired(&*pool.get()?, cutoff)).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "purged expired denylist rows"),
+            Err(e) => tracing::warn!(error = %e, "denylist purge failed"),
+        }
+    }
+}

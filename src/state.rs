@@ -1,0 +1,23 @@
+//! The application context shared by every request.
+
+use crate::auth::throttle::LoginThrottle;
+use crate::auth::tokens::Tokens;
+use crate::config::Registration;
+use crate::store::denylist::Denylist;
+use crate::store::Pool;
+
+/// Everything a handler needs, built once at start (see [`crate::startup`]).
+pub struct AppState {
+    /// Connection pool for reads and user writes.
+    pub pool: Pool,
+    /// The revocation denylist.
+    pub denylist: Denylist,
+    /// Token signer and verifier.
+    pub tokens: Tokens,
+    /// Failed-login counters.
+    pub throttle: LoginThrottle,
+    /// Whether registration is open.
+    pub registration: Registration,
+    /// Clock leeway in seconds (also used when purging the denylist).
+    pub leeway: u64,
+}

@@ -1,0 +1,158 @@
+//! The revocation denylist: the `jti` of every logged-out token, with the
+//! token's expiry so the row can be purged once the token is dead anyway.
+//!
+//! The interface is deliberately narrow ([`Denylist::revoke`],
+//! [`Denylist::is_revoked`], [`purge_expired`]) so that another storage
+//! engine can slot in behind it without touching the routes.
+//!
+//! Revocations go through one writer thread that owns its own connection. It
+//! takes every revocation queued while the previous commit was running, writes
+//! them in one transaction, commits (WAL + `synchronous=FULL`, so the commit is
+//! on disk when it returns) and only then answers each caller. One client gets
+//! its own commit immediately (no waiting window); many concurrent clients
+//! share the cost of one fsync.
+
+use std::path::{Path, PathBuf};
+use std::thread;
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{blocking, pool, Pool, StoreError};
+
+/// Most revocations written in one transaction.
+const MAX_BATCH: usize = 4096;
+
+/// Outcome of a revocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revocation {
+    /// The `jti` was added and the commit is durable.
+    Revoked,
+    /// The `jti` was already in the denylist.
+    AlreadyRevoked,
+}
+
+struct Request {
+    jti: String,
+    expires_at: i64,
+    reply: oneshot::Sender<Result<Revocation, String>>,
+}
+
+/// Handle on the denylist: reads through the pool, writes through the writer.
+#[derive(Clone)]
+pub struct Denylist {
+    pool: Pool,
+    writer: mpsc::UnboundedSender<Request>,
+}
+
+impl Denylist {
+    /// Starts the writer thread on its own connection to `path`.
+    pub fn start(path: &Path, pool: Pool) -> Result<Self, StoreError> {
+        let conn = pool::connect(path)?;
+        let (writer, queue) = mpsc::unbounded_channel();
+        let path: PathBuf = path.to_owned();
+        thread::Builder::new()
+            .name("denylist-writer".into())
+            .spawn(move || write_loop(conn, &path, queue))
+            .map_err(|e| StoreError::Task(e.to_string()))?;
+        Ok(Self { pool, writer })
+    }
+
+    /// Adds `jti` (expiring at `expires_at`, Unix seconds) to the denylist and
+    /// returns once the commit is durable.
+    pub async fn revoke(&self, jti: &str, expires_at: i64) -> Result<Revocation, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.writer
+            .send(Request {
+                jti: jti.to_owned(),
+                expires_at,
+                reply,
+            })
+            .map_err(|_| StoreError::WriterStopped)?;
+        match answer.await {
+            Ok(Ok(outcome)) => Ok(outcome),
+            Ok(Err(message)) => Err(StoreError::Task(message)),
+            Err(_) => Err(StoreError::WriterStopped),
+        }
+    }
+
+    /// Whether `jti` has been revoked. An error means "unknown": callers must
+    /// fail closed.
+    pub async fn is_revoked(&self, jti: &str) -> Result<bool, StoreError> {
+        let pool = self.pool.clone();
+        let jti = jti.to_owned();
+        blocking(move || is_revoked(&*pool.get()?, &jti)).await
+    }
+}
+
+/// Whether `jti` is in the denylist, on a given connection.
+pub fn is_revoked(conn: &Connection, jti: &str) -> Result<bool, StoreError> {
+    let found = conn
+        .prepare_cached("SELECT 1 FROM revoked_tokens WHERE jti = ?1")?
+        .query_row([jti], |_| Ok(()))
+        .optional()?;
+    Ok(found.is_some())
+}
+
+/// Deletes rows whose token expired before `cutoff` (Unix seconds; callers
+/// pass now minus the clock leeway). Returns how many were deleted.
+pub fn purge_expired(conn: &Connection, cutoff: i64) -> Result<usize, StoreError> {
+    Ok(conn
+        .prepare_cached("DELETE FROM revoked_tokens WHERE expires_at < ?1")?
+        .execute([cutoff])?)
+}
+
+/// Number of rows in the denylist.
+pub fn len(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn.query_row("SELECT count(*) FROM revoked_tokens", [], |row| row.get(0))?)
+}
+
+fn write_loop(mut conn: Connection, path: &Path, mut queue: mpsc::UnboundedReceiver<Request>) {
+    while let Some(first) = queue.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(request) => batch.push(request),
+                Err(_) => break,
+            }
+        }
+        match write_batch(&mut conn, &batch) {
+            Ok(outcomes) => {
+                for (request, outcome) in batch.into_iter().zip(outcomes) {
+                    let _ = request.reply.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, rows = batch.len(), "revocation batch failed");
+                for request in batch {
+                    let _ = request.reply.send(Err(e.to_string()));
+                }
+                // The connection may be broken (file replaced, I/O error):
+                // start the next batch on a fresh one.
+                if let Ok(fresh) = pool::connect(path) {
+                    conn = fresh;
+                }
+            }
+        }
+    }
+}
+
+fn write_batch(conn: &mut Connection, batch: &[Request]) -> Result<Vec<Revocation>, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut outcomes = Vec::with_capacity(batch.len());
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO revoked_tokens (jti, expires_at) VALUES (?1, ?2) ON CONFLICT (jti) DO NOTHING",
+        )?;
+        for request in batch {
+            let inserted = insert.execute(params![request.jti, request.expires_at])?;
+            outcomes.push(if inserted == 1 {
+                Revocation::Revoked
+            } else {
+                Revocation::AlreadyRevoked
+            });
+        }
+    }
+    tx.commit()?;
+    Ok(outcomes)
+}

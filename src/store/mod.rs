@@ -1,0 +1,52 @@
+//! SQLite storage: the connection pool and its pragmas ([`pool`]), versioned
+//! schema migrations ([`migrations`]), users ([`users`]) and the revocation
+//! denylist ([`denylist`]).
+//!
+//! Everything here is blocking; callers run it on blocking threads
+//! (`tokio::task::spawn_blocking`) or on the denylist's own writer thread.
+
+pub mod denylist;
+pub mod migrations;
+pub mod pool;
+pub mod users;
+
+pub use pool::Pool;
+
+/// A storage failure. Every variant means "the database cannot be used right
+/// now"; the HTTP layer answers `503` and logs the cause.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite reported an error.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// No pooled connection could be had in time.
+    #[error("database connection pool: {0}")]
+    Pool(#[from] r2d2::Error),
+    /// The database was written by a newer tokengate.
+    #[error("the database schema version {found} is newer than this tokengate supports ({supported}); refusing to touch it")]
+    NewerSchema {
+        /// Version found in the file.
+        found: i64,
+        /// Newest version this build knows.
+        supported: i64,
+    },
+    /// The denylist writer thread is gone (the service is shutting down).
+    #[error("the denylist writer has stopped")]
+    WriterStopped,
+    /// A blocking task could not be run to completion.
+    #[error("blocking task failed: {0}")]
+    Task(String),
+}
+
+/// Runs blocking storage work on tokio's blocking thread pool, keeping the
+/// caller's tracing span.
+pub async fn blocking<T, F>(work: F) -> Result<T, StoreError>
+where
+    F: FnOnce() -> Result<T, StoreError> + Send + 'static,
+    T: Send + 'static,
+{
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(work))
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+}
