@@ -85,12 +85,16 @@ fn main() -> ExitCode {
 }
 
 fn serve(settings: Settings) -> Result<(), String> {
+    // Log lines are written by a background thread, so a slow or blocked
+    // stdout never stalls a request; the guard flushes them at exit.
+    let (writer, _flush_guard) = tracing_appender::non_blocking(std::io::stdout());
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_ansi(std::io::stdout().is_terminal())
+        .with_writer(writer)
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -155,7 +159,7 @@ fn add_user(settings: &Settings, email: &str, name: &str) -> Result<(), String> 
     }
 
     let pool = pool::open(&settings.database).map_err(|e| e.to_string())?;
-    let hash = password::hash(password).map_err(|e| format!("cannot hash the password: {e}"))?;
+    let hash = password::hash_now(password).map_err(|e| e.to_string())?;
     let created_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let conn = pool
         .get()

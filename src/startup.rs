@@ -22,7 +22,10 @@ use crate::auth::tokens::Tokens;
 use crate::config::{ConfigError, Settings};
 use crate::error::{into_json_response, ApiError};
 use crate::state::AppState;
-use crate::store::{self, denylist, denylist::Denylist, pool};
+use crate::store::{self, denylist, denylist::Denylist, pool, Readers};
+
+/// Threads serving the per-request database reads (see [`crate::store::reader`]).
+const READER_THREADS: usize = 2;
 
 /// How long in-flight requests may take to finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -62,9 +65,10 @@ impl Application {
     }
 
     fn build_blocking(settings: Settings) -> Result<Self, StartupError> {
-        let secret = settings.load_secret()?;
         let pool = pool::open(&settings.database)?;
-        let denylist = Denylist::start(&settings.database, pool.clone())?;
+        let secret = settings.load_secret()?;
+        let denylist = Denylist::start(&settings.database)?;
+        let readers = Readers::start(&settings.database, READER_THREADS)?;
         let listener = std::net::TcpListener::bind(settings.bind)
             .map_err(|e| StartupError::Bind(settings.bind, e))?;
         listener
@@ -75,6 +79,7 @@ impl Application {
             .map_err(|e| StartupError::Bind(settings.bind, e))?;
         let state = Arc::new(AppState {
             pool,
+            readers,
             denylist,
             tokens: Tokens::new(
                 &secret,

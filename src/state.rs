@@ -4,12 +4,14 @@ use crate::auth::throttle::LoginThrottle;
 use crate::auth::tokens::Tokens;
 use crate::config::Registration;
 use crate::store::denylist::Denylist;
-use crate::store::Pool;
+use crate::store::{Pool, Readers};
 
 /// Everything a handler needs, built once at start (see [`crate::startup`]).
 pub struct AppState {
-    /// Connection pool for reads and user writes.
+    /// Connection pool for user writes and logins (blocking-pool work).
     pub pool: Pool,
+    /// Reader threads for the per-request lookups (denylist, user, health).
+    pub readers: Readers,
     /// The revocation denylist.
     pub denylist: Denylist,
     /// Token signer and verifier.

@@ -150,17 +150,17 @@ impl AuthApi {
 
         let pool = state.pool.clone();
         let lookup = email.clone();
-        let user_id = blocking(move || {
-            let found = users::find_credentials(&*pool.get()?, &lookup)?;
-            // Unknown address: verify against a dummy hash anyway, so both
-            // failures cost the same time.
-            let hash = found
-                .as_ref()
-                .map_or(password::dummy_hash(), |c| c.password_hash.as_str());
-            let matches = password::verify(&request.password, hash);
-            Ok(found.filter(|_| matches).map(|c| c.id))
-        })
-        .await?;
+        let found = blocking(move || users::find_credentials(&*pool.get()?, &lookup)).await?;
+        let (user_id, hash) = match found {
+            Some(c) => (Some(c.id), Some(c.password_hash)),
+            None => (None, None),
+        };
+        // An unknown address is verified against a dummy hash anyway, so both
+        // failures cost the same time.
+        let matches = password::verify(request.password, hash)
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let user_id = user_id.filter(|_| matches);
 
         let Some(user_id) = user_id else {
             state.throttle.record_failure(&email, client);

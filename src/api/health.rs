@@ -9,7 +9,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use super::ApiTags;
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
-use crate::store::{blocking, denylist, users};
+use crate::store::{denylist, users};
 
 /// Service health.
 #[derive(Debug, Object)]
@@ -41,15 +41,15 @@ impl HealthApi {
     /// database cannot be read.
     #[oai(path = "/health", method = "get", operation_id = "health")]
     async fn health(&self, state: Data<&Arc<AppState>>) -> poem::Result<HealthResponse> {
-        let pool = state.pool.clone();
-        blocking(move || {
-            let conn = pool.get()?;
-            users::check(&conn)?;
-            denylist::is_revoked(&conn, "")?;
-            Ok(())
-        })
-        .await
-        .map_err(ApiError::from)?;
+        state
+            .readers
+            .run(|conn| {
+                users::check(conn)?;
+                denylist::is_revoked(conn, "")?;
+                Ok(())
+            })
+            .await
+            .map_err(ApiError::from)?;
         Ok(HealthResponse::Ok(Json(HealthBody {
             status: "ok".to_owned(),
         })))

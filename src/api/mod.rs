@@ -2,7 +2,7 @@
 //!
 //! - [`users`]: `register`, `currentUser`
 //! - [`auth`]: `login`, `logout`
-//! - [`health`]: `health`
+//! - [`health`]: the `health` operation
 //! - [`security`]: the `bearerAuth` scheme, where every token is checked
 //! - [`body`]: the JSON request-body extractor
 //!

@@ -1,7 +1,7 @@
 //! The `bearerAuth` security scheme and the one place where a request's
 //! token is checked: signature, algorithm, claims, then the denylist. Every
-//! authenticated operation takes a [`BearerAuth`] argument, so a new route
-//! cannot skip the denylist.
+//! authenticated operation takes a [`BearerAuth`] or [`BearerUser`] argument,
+//! both built by [`authenticate`], so a new route cannot skip the denylist.
 //!
 //! It is written by hand rather than derived because poem-openapi's derived
 //! bearer scheme rejects a missing or non-Bearer header (and an empty token)
@@ -17,13 +17,11 @@ use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions};
 use crate::auth::tokens::{TokenError, VerifiedClaims};
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::store::denylist;
+use crate::store::users::{self, User};
 
 /// Name of the security scheme in the OpenAPI document.
 pub const SCHEME_NAME: &str = "bearerAuth";
-
-/// The claims of a request's valid, unrevoked bearer token.
-#[derive(Debug)]
-pub struct BearerAuth(pub VerifiedClaims);
 
 /// Where the token came from, for the right kind of 401.
 enum Presented<'a> {
@@ -52,29 +50,97 @@ fn presented(request: &Request) -> Result<Presented<'_>, ApiError> {
     ))
 }
 
-impl BearerAuth {
-    /// Authenticates a request: the only code path that accepts a token.
-    pub async fn authenticate(request: &Request, state: &AppState) -> Result<Self, ApiError> {
-        let token = match presented(request)? {
-            Presented::Nothing => return Err(ApiError::Unauthenticated),
-            Presented::Token("") => {
-                return Err(ApiError::InvalidToken("the access token is empty"))
+/// What an authenticated route needs besides a valid, unrevoked token.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Need {
+    /// Only the token (logout).
+    Token,
+    /// The token's user too (`currentUser`): 401 if it no longer exists.
+    User,
+}
+
+/// Checks a request's token: the only code path that accepts one. The
+/// denylist lookup (and the user, when needed) is one job on a reader thread.
+async fn authenticate(
+    request: &Request,
+    need: Need,
+) -> Result<(VerifiedClaims, Option<User>), ApiError> {
+    let state = request
+        .data::<Arc<AppState>>()
+        .ok_or_else(|| ApiError::Internal("application state missing".into()))?;
+    let token = match presented(request)? {
+        Presented::Nothing => return Err(ApiError::Unauthenticated),
+        Presented::Token("") => return Err(ApiError::InvalidToken("the access token is empty")),
+        Presented::Token(token) => token,
+    };
+    let claims = state.tokens.verify(token).map_err(|e| {
+        ApiError::InvalidToken(match e {
+            TokenError::Expired => "the access token has expired",
+            TokenError::NotYetValid => "the access token is not valid yet",
+            TokenError::Invalid => "the access token is invalid",
+        })
+    })?;
+    let user_id = match need {
+        Need::Token => None,
+        Need::User => Some(
+            claims
+                .sub
+                .parse::<i64>()
+                .map_err(|_| ApiError::InvalidToken("the access token is invalid"))?,
+        ),
+    };
+    let jti = claims.jti.clone();
+    // Fail closed: a denylist that cannot be read is a 503 (via `?`), never a pass.
+    let lookup = state
+        .readers
+        .run(move |conn| {
+            if denylist::is_revoked(conn, &jti)? {
+                return Ok(None);
             }
-            Presented::Token(token) => token,
-        };
-        let claims = state.tokens.verify(token).map_err(|e| {
-            ApiError::InvalidToken(match e {
-                TokenError::Expired => "the access token has expired",
-                TokenError::NotYetValid => "the access token is not valid yet",
-                TokenError::Invalid => "the access token is invalid",
-            })
-        })?;
-        // Fail closed: a denylist that cannot be read is a 503, never a pass.
-        if state.denylist.is_revoked(&claims.jti).await? {
-            return Err(ApiError::InvalidToken("the access token has been revoked"));
+            match user_id {
+                Some(id) => Ok(Some(users::find_by_id(conn, id)?)),
+                None => Ok(Some(None)),
+            }
+        })
+        .await?;
+    match lookup {
+        None => Err(ApiError::InvalidToken("the access token has been revoked")),
+        Some(None) if need == Need::User => {
+            Err(ApiError::InvalidToken("the token's user no longer exists"))
         }
-        Ok(BearerAuth(claims))
+        Some(user) => Ok((claims, user)),
     }
+}
+
+/// A valid, unrevoked bearer token (for routes that do not load the user).
+#[derive(Debug)]
+pub struct BearerAuth(pub VerifiedClaims);
+
+/// A valid, unrevoked bearer token and the existing user it names.
+#[derive(Debug)]
+pub struct BearerUser {
+    /// The token's claims.
+    pub claims: VerifiedClaims,
+    /// The user named by `sub`.
+    pub user: User,
+}
+
+fn register_scheme(registry: &mut Registry) {
+    registry.create_security_scheme(
+        SCHEME_NAME,
+        MetaSecurityScheme {
+            ty: "http",
+            description: Some(
+                "An access token from `POST /api/v1/login`, sent as `Authorization: Bearer <token>`.",
+            ),
+            name: None,
+            key_in: None,
+            scheme: Some("bearer"),
+            bearer_format: Some("JWT"),
+            flows: None,
+            openid_connect_url: None,
+        },
+    );
 }
 
 impl<'a> ApiExtractor<'a> for BearerAuth {
@@ -84,21 +150,7 @@ impl<'a> ApiExtractor<'a> for BearerAuth {
     type ParamRawType = ();
 
     fn register(registry: &mut Registry) {
-        registry.create_security_scheme(
-            SCHEME_NAME,
-            MetaSecurityScheme {
-                ty: "http",
-                description: Some(
-                    "An access token from `POST /api/v1/login`, sent as `Authorization: Bearer <token>`.",
-                ),
-                name: None,
-                key_in: None,
-                scheme: Some("bearer"),
-                bearer_format: Some("JWT"),
-                flows: None,
-                openid_connect_url: None,
-            },
-        );
+        register_scheme(registry);
     }
 
     fn security_schemes() -> Vec<&'static str> {
@@ -110,9 +162,33 @@ impl<'a> ApiExtractor<'a> for BearerAuth {
         _body: &mut RequestBody,
         _param_opts: ExtractParamOptions<Self::ParamType>,
     ) -> poem::Result<Self> {
-        let state = request
-            .data::<Arc<AppState>>()
-            .ok_or_else(|| ApiError::Internal("application state missing".into()))?;
-        Ok(Self::authenticate(request, state).await?)
+        let (claims, _) = authenticate(request, Need::Token).await?;
+        Ok(BearerAuth(claims))
+    }
+}
+
+impl<'a> ApiExtractor<'a> for BearerUser {
+    const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::SecurityScheme];
+
+    type ParamType = ();
+    type ParamRawType = ();
+
+    fn register(registry: &mut Registry) {
+        register_scheme(registry);
+    }
+
+    fn security_schemes() -> Vec<&'static str> {
+        vec![SCHEME_NAME]
+    }
+
+    async fn from_request(
+        request: &'a Request,
+        _body: &mut RequestBody,
+        _param_opts: ExtractParamOptions<Self::ParamType>,
+    ) -> poem::Result<Self> {
+        match authenticate(request, Need::User).await? {
+            (claims, Some(user)) => Ok(BearerUser { claims, user }),
+            (_, None) => Err(ApiError::InvalidToken("the token's user no longer exists").into()),
+        }
     }
 }

@@ -10,13 +10,13 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use serde_json::{Map, Value};
 
 use super::body::{check_email, check_length, required_string, FromJsonObject, JsonBody};
-use super::security::BearerAuth;
+use super::security::BearerUser;
 use super::{ApiTags, UserBody};
 use crate::auth::password;
 use crate::config::Registration;
 use crate::error::{ApiError, ErrorBody, FieldErrors};
 use crate::state::AppState;
-use crate::store::{blocking, users, StoreError};
+use crate::store::{blocking, users};
 
 /// A registration request.
 #[derive(Debug, Object)]
@@ -120,10 +120,11 @@ impl UsersApi {
             return Err(ApiError::RegistrationClosed.into());
         }
         let request = body.parse().await?;
+        let hash = password::hash(request.password)
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
         let pool = state.pool.clone();
         let created = blocking(move || {
-            let hash = password::hash(&request.password)
-                .map_err(|e| StoreError::Task(format!("password hashing failed: {e}")))?;
             let created_at = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
             Ok(users::create(
                 &*pool.get()?,
@@ -149,21 +150,7 @@ impl UsersApi {
     /// Returns the user the bearer token belongs to. The token must be valid
     /// and not revoked, and its user must still exist.
     #[oai(path = "/api/v1/user", method = "get", operation_id = "currentUser")]
-    async fn current_user(
-        &self,
-        state: Data<&Arc<AppState>>,
-        auth: BearerAuth,
-    ) -> poem::Result<CurrentUserResponse> {
-        let id: i64 = auth
-            .0
-            .sub
-            .parse()
-            .map_err(|_| ApiError::InvalidToken("the access token is invalid"))?;
-        let pool = state.pool.clone();
-        let user = blocking(move || users::find_by_id(&*pool.get()?, id)).await?;
-        match user {
-            Some(user) => Ok(CurrentUserResponse::Ok(Json(user.into()))),
-            None => Err(ApiError::InvalidToken("the token's user no longer exists").into()),
-        }
+    async fn current_user(&self, auth: BearerUser) -> CurrentUserResponse {
+        CurrentUserResponse::Ok(Json(auth.user.into()))
     }
 }

@@ -2,7 +2,7 @@
 //! token's expiry so the row can be purged once the token is dead anyway.
 //!
 //! The interface is deliberately narrow ([`Denylist::revoke`],
-//! [`Denylist::is_revoked`], [`purge_expired`]) so that another storage
+//! [`is_revoked`], [`purge_expired`]) so that another storage
 //! engine can slot in behind it without touching the routes.
 //!
 //! Revocations go through one writer thread that owns its own connection. It
@@ -18,7 +18,7 @@ use std::thread;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{blocking, pool, Pool, StoreError};
+use super::{pool, StoreError};
 
 /// Most revocations written in one transaction.
 const MAX_BATCH: usize = 4096;
@@ -38,16 +38,16 @@ struct Request {
     reply: oneshot::Sender<Result<Revocation, String>>,
 }
 
-/// Handle on the denylist: reads through the pool, writes through the writer.
+/// Handle on the denylist writer. Lookups are plain functions ([`is_revoked`])
+/// run on the reader threads, next to the other per-request reads.
 #[derive(Clone)]
 pub struct Denylist {
-    pool: Pool,
     writer: mpsc::UnboundedSender<Request>,
 }
 
 impl Denylist {
     /// Starts the writer thread on its own connection to `path`.
-    pub fn start(path: &Path, pool: Pool) -> Result<Self, StoreError> {
+    pub fn start(path: &Path) -> Result<Self, StoreError> {
         let conn = pool::connect(path)?;
         let (writer, queue) = mpsc::unbounded_channel();
         let path: PathBuf = path.to_owned();
@@ -55,7 +55,7 @@ impl Denylist {
             .name("denylist-writer".into())
             .spawn(move || write_loop(conn, &path, queue))
             .map_err(|e| StoreError::Task(e.to_string()))?;
-        Ok(Self { pool, writer })
+        Ok(Self { writer })
     }
 
     /// Adds `jti` (expiring at `expires_at`, Unix seconds) to the denylist and
@@ -74,14 +74,6 @@ impl Denylist {
             Ok(Err(message)) => Err(StoreError::Task(message)),
             Err(_) => Err(StoreError::WriterStopped),
         }
-    }
-
-    /// Whether `jti` has been revoked. An error means "unknown": callers must
-    /// fail closed.
-    pub async fn is_revoked(&self, jti: &str) -> Result<bool, StoreError> {
-        let pool = self.pool.clone();
-        let jti = jti.to_owned();
-        blocking(move || is_revoked(&*pool.get()?, &jti)).await
     }
 }
 

@@ -8,9 +8,11 @@
 pub mod denylist;
 pub mod migrations;
 pub mod pool;
+pub mod reader;
 pub mod users;
 
 pub use pool::Pool;
+pub use reader::Readers;
 
 /// A storage failure. Every variant means "the database cannot be used right
 /// now"; the HTTP layer answers `503` and logs the cause.

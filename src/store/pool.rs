@@ -76,9 +76,10 @@ pub fn open(path: &Path) -> Result<Pool, OpenError> {
     let manager =
         SqliteConnectionManager::file(path).with_init(|conn: &mut Connection| configure(conn));
     r2d2::Pool::builder()
-        .max_size(16)
+        .max_size(4)
         .min_idle(Some(2))
         .connection_timeout(POOL_TIMEOUT)
+        .test_on_check_out(false)
         .build(manager)
         .map_err(|e| fail(e.to_string()))
 }

@@ -1,0 +1,92 @@
+//! Reader threads: where the per-request lookups (denylist, current user,
+//! health) run, off the async executor.
+//!
+//! A handful of threads, each with its own connection, take jobs from one
+//! queue. A thread takes every job waiting in the queue and runs them inside a
+//! single read transaction, so under load one wake-up and one snapshot serve
+//! many requests (tokio's general blocking pool would wake a thread per job).
+//! A job queued after a revocation was committed always runs in a later
+//! snapshot than that commit, because the batch is taken from the queue
+//! before its transaction starts.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+use std::thread;
+
+use crossbeam_channel::{Receiver, Sender};
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+use super::{pool, StoreError};
+
+/// Most jobs run in one read transaction.
+const MAX_BATCH: usize = 64;
+
+type Job = Box<dyn FnOnce(&Connection) + Send>;
+
+/// Handle on the reader threads.
+#[derive(Clone)]
+pub struct Readers {
+    queue: Sender<Job>,
+}
+
+impl Readers {
+    /// Starts `threads` reader threads on their own connections to `path`.
+    pub fn start(path: &Path, threads: usize) -> Result<Self, StoreError> {
+        let (queue, jobs) = crossbeam_channel::unbounded::<Job>();
+        for index in 0..threads.max(1) {
+            let conn = pool::connect(path)?;
+            let jobs = jobs.clone();
+            thread::Builder::new()
+                .name(format!("db-reader-{index}"))
+                .spawn(move || read_loop(conn, jobs))
+                .map_err(|e| StoreError::Task(e.to_string()))?;
+        }
+        Ok(Self { queue })
+    }
+
+    /// Runs `work` on a reader thread and returns its result.
+    pub async fn run<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let span = tracing::Span::current();
+        let job: Job = Box::new(move |conn| {
+            let _ = reply.send(span.in_scope(|| work(conn)));
+        });
+        self.queue
+            .send(job)
+            .map_err(|_| StoreError::Task("the reader threads have stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Task("a database read was abandoned".into()))?
+    }
+}
+
+fn read_loop(conn: Connection, jobs: Receiver<Job>) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = Vec::with_capacity(8);
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let shared = batch.len() > 1 && statement(&conn, "BEGIN").is_ok();
+        for job in batch {
+            // A panicking job loses only its own answer (its caller gets an
+            // error, i.e. 503), not the thread.
+            let _ = catch_unwind(AssertUnwindSafe(|| job(&conn)));
+        }
+        if shared && statement(&conn, "COMMIT").is_err() {
+            let _ = statement(&conn, "ROLLBACK");
+        }
+    }
+}
+
+fn statement(conn: &Connection, sql: &str) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute([])
+}
