@@ -177,6 +177,10 @@ impl ResponseError for ApiError {
             .with_status(self.status())
             .into_response();
         let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         if let Some(challenge) = self.challenge() {
             if let Ok(value) = HeaderValue::from_str(&challenge) {
                 headers.insert(header::WWW_AUTHENTICATE, value);

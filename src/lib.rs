@@ -13,11 +13,13 @@
 //! - [`auth`]: JWT issue/verify, argon2id passwords, login throttling.
 //! - [`store`]: SQLite pool, migrations, users and the denylist.
 //! - [`error`]: every error answer, built in one place.
+//! - [`cors`]: CORS for the configured SPA origins.
 //! - [`state`]: the context shared by requests.
 
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod cors;
 pub mod error;
 pub mod startup;
 pub mod state;

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use poem::http::header;
 use poem::listener::TcpAcceptor;
-use poem::middleware::Cors;
 use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, Server};
 
 use crate::api;
@@ -20,6 +19,7 @@ use crate::api::body::MAX_BODY_BYTES;
 use crate::auth::throttle::{Limits, LoginThrottle};
 use crate::auth::tokens::Tokens;
 use crate::config::{ConfigError, Settings};
+use crate::cors::SpaCors;
 use crate::error::{into_json_response, ApiError};
 use crate::state::AppState;
 use crate::store::{self, denylist, denylist::Denylist, pool, Readers};
@@ -136,24 +136,16 @@ impl Application {
 pub fn app(state: Arc<AppState>, settings: &Settings) -> impl Endpoint<Output = Response> {
     let api = api::service();
     let routes = Route::new()
-        .at("/docs", api.swagger_ui())
+        .nest("/docs", api.swagger_ui())
         .at("/openapi.json", api.spec_endpoint())
         .at("/openapi.yaml", api.spec_endpoint_yaml())
         .nest("/", api)
         .around(reject_oversized_bodies)
         .catch_all_error(into_json_response);
-    let cors = (!settings.cors_origins.is_empty()).then(|| {
-        Cors::new()
-            .allow_origins(settings.cors_origins.iter().map(String::as_str))
-            .allow_methods(["GET", "POST", "DELETE"])
-            .allow_headers(["authorization", "content-type"])
-            .expose_headers(["www-authenticate", "retry-after"])
-            .allow_credentials(false)
-            .max_age(600)
-    });
     routes
-        .with_if(cors.is_some(), cors.unwrap_or_default())
-        .catch_all_error(into_json_response)
+        .with(SpaCors::new(
+            settings.cors_origins.iter().map(String::as_str),
+        ))
         .data(state)
         .around(log_request)
 }

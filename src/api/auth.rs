@@ -63,13 +63,13 @@ pub struct TokenBody {
 #[derive(ApiResponse)]
 pub enum LoginResponse {
     /// Logged in: a fresh access token.
-    #[oai(status = 200)]
+    #[oai(status = 200, content_type = "application/json")]
     Ok(Json<TokenBody>),
     /// The body is not valid JSON (`bad_request`).
-    #[oai(status = 400)]
+    #[oai(status = 400, content_type = "application/json")]
     BadRequest(Json<ErrorBody>),
     /// Unknown e-mail address or wrong password, indistinguishably (`invalid_credentials`).
-    #[oai(status = 401)]
+    #[oai(status = 401, content_type = "application/json")]
     Unauthorized(
         Json<ErrorBody>,
         /// `Bearer realm="tokengate"`.
@@ -77,17 +77,17 @@ pub enum LoginResponse {
         String,
     ),
     /// The body is over 64 KiB (`payload_too_large`).
-    #[oai(status = 413)]
+    #[oai(status = 413, content_type = "application/json")]
     PayloadTooLarge(Json<ErrorBody>),
     /// The body is not `application/json` (`unsupported_media_type`).
-    #[oai(status = 415)]
+    #[oai(status = 415, content_type = "application/json")]
     UnsupportedMediaType(Json<ErrorBody>),
     /// A field is missing or breaks the rules (`validation_failed`, with `fields`).
-    #[oai(status = 422)]
+    #[oai(status = 422, content_type = "application/json")]
     ValidationFailed(Json<ErrorBody>),
     /// Too many failed logins for this e-mail address or from this client
     /// (`too_many_requests`); retry after `Retry-After` seconds.
-    #[oai(status = 429)]
+    #[oai(status = 429, content_type = "application/json")]
     TooManyRequests(
         Json<ErrorBody>,
         /// Seconds until logins for this address or client are accepted again.
@@ -95,7 +95,7 @@ pub enum LoginResponse {
         u64,
     ),
     /// The database cannot be used right now (`service_unavailable`).
-    #[oai(status = 503)]
+    #[oai(status = 503, content_type = "application/json")]
     ServiceUnavailable(Json<ErrorBody>),
 }
 
@@ -107,7 +107,7 @@ pub enum LogoutResponse {
     NoContent,
     /// No token (`unauthenticated`), or a token that is malformed, expired or
     /// already revoked (`invalid_token`).
-    #[oai(status = 401)]
+    #[oai(status = 401, content_type = "application/json")]
     Unauthorized(
         Json<ErrorBody>,
         /// RFC 6750 challenge, e.g. `Bearer realm="tokengate", error="invalid_token", error_description="..."`.
@@ -115,7 +115,7 @@ pub enum LogoutResponse {
         String,
     ),
     /// The revocation could not be stored (`service_unavailable`); the token is not revoked.
-    #[oai(status = 503)]
+    #[oai(status = 503, content_type = "application/json")]
     ServiceUnavailable(Json<ErrorBody>),
 }
 

@@ -23,10 +23,10 @@ pub struct HealthBody {
 #[derive(ApiResponse)]
 pub enum HealthResponse {
     /// The service and its database work.
-    #[oai(status = 200)]
+    #[oai(status = 200, content_type = "application/json")]
     Ok(Json<HealthBody>),
     /// The database cannot be read (`service_unavailable`).
-    #[oai(status = 503)]
+    #[oai(status = 503, content_type = "application/json")]
     ServiceUnavailable(Json<ErrorBody>),
 }
 

@@ -55,28 +55,28 @@ impl FromJsonObject for RegisterRequest {
 #[derive(ApiResponse)]
 pub enum RegisterResponse {
     /// The user was created.
-    #[oai(status = 201)]
+    #[oai(status = 201, content_type = "application/json")]
     Created(Json<UserBody>),
     /// The body is not valid JSON (`bad_request`).
-    #[oai(status = 400)]
+    #[oai(status = 400, content_type = "application/json")]
     BadRequest(Json<ErrorBody>),
     /// Registration is closed on this server (`registration_closed`).
-    #[oai(status = 403)]
+    #[oai(status = 403, content_type = "application/json")]
     RegistrationClosed(Json<ErrorBody>),
     /// The e-mail address is already registered (`email_taken`).
-    #[oai(status = 409)]
+    #[oai(status = 409, content_type = "application/json")]
     EmailTaken(Json<ErrorBody>),
     /// The body is over 64 KiB (`payload_too_large`).
-    #[oai(status = 413)]
+    #[oai(status = 413, content_type = "application/json")]
     PayloadTooLarge(Json<ErrorBody>),
     /// The body is not `application/json` (`unsupported_media_type`).
-    #[oai(status = 415)]
+    #[oai(status = 415, content_type = "application/json")]
     UnsupportedMediaType(Json<ErrorBody>),
     /// A field is missing or breaks the rules (`validation_failed`, with `fields`).
-    #[oai(status = 422)]
+    #[oai(status = 422, content_type = "application/json")]
     ValidationFailed(Json<ErrorBody>),
     /// The database cannot be used right now (`service_unavailable`).
-    #[oai(status = 503)]
+    #[oai(status = 503, content_type = "application/json")]
     ServiceUnavailable(Json<ErrorBody>),
 }
 
@@ -84,11 +84,11 @@ pub enum RegisterResponse {
 #[derive(ApiResponse)]
 pub enum CurrentUserResponse {
     /// The user the token belongs to.
-    #[oai(status = 200)]
+    #[oai(status = 200, content_type = "application/json")]
     Ok(Json<UserBody>),
     /// No token (`unauthenticated`), or a token that is malformed, expired,
     /// revoked or whose user no longer exists (`invalid_token`).
-    #[oai(status = 401)]
+    #[oai(status = 401, content_type = "application/json")]
     Unauthorized(
         Json<ErrorBody>,
         /// RFC 6750 challenge, e.g. `Bearer realm="tokengate", error="invalid_token", error_description="..."`.
@@ -96,7 +96,7 @@ pub enum CurrentUserResponse {
         String,
     ),
     /// The denylist or user table cannot be read (`service_unavailable`).
-    #[oai(status = 503)]
+    #[oai(status = 503, content_type = "application/json")]
     ServiceUnavailable(Json<ErrorBody>),
 }
 
