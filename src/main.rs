@@ -86,8 +86,10 @@ fn main() -> ExitCode {
 
 fn serve(settings: Settings) -> Result<(), String> {
     // Log lines are written by a background thread, so a slow or blocked
-    // stdout never stalls a request; the guard flushes them at exit.
-    let (writer, _flush_guard) = tracing_appender::non_blocking(std::io::stdout());
+    // stdout never stalls a request. It writes whatever has queued in one
+    // buffered write (not one syscall per line); the guard flushes at exit.
+    let stdout = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout());
+    let (writer, _flush_guard) = tracing_appender::non_blocking(stdout);
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
