@@ -71,9 +71,9 @@ pub fn service() -> OpenApiService<(users::UsersApi, auth::AuthApi, health::Heal
         "tokengate",
         env!("CARGO_PKG_VERSION"),
     )
-    .summary("JWT authentication with real logout")
     .description(
-        "Register, log in to get a signed JWT, call authenticated routes with \
+        "JWT authentication with real logout.\n\n\
+         Register, log in to get a signed JWT, call authenticated routes with \
          `Authorization: Bearer <token>`, and log out with `DELETE /api/v1/logout`, \
          which revokes the token for good: its `jti` is stored durably in a denylist \
          that every authenticated route checks.\n\n\
