@@ -32,7 +32,7 @@ fn token_verification(c: &mut Criterion) {
 fn database(rows: usize) -> (tempfile::TempDir, Connection) {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("bench.db");
-    let mut conn = pool::connect(&path).expect("open");
+    let mut conn = pool::connect(&path, std::time::Duration::from_secs(5)).expect("open");
     migrations::migrate(&mut conn).expect("migrate");
     let tx = conn.transaction().expect("tx");
     {

@@ -147,6 +147,13 @@ pub struct Settings {
           value_parser = clap::value_parser!(u64).range(1..=86_400), global = true)]
     pub login_window: u64,
 
+    /// Longest wait, in milliseconds, for the database (a lock held by another
+    /// process, a free connection, a queued read or commit) before a request
+    /// is answered `503` instead of hanging.
+    #[arg(long, env = "TOKENGATE_DB_TIMEOUT_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(1..=600_000), global = true)]
+    pub db_timeout_ms: u64,
+
     /// Seconds between purges of expired rows from the denylist.
     #[arg(long, env = "TOKENGATE_PURGE_INTERVAL", default_value_t = 300,
           value_parser = clap::value_parser!(u64).range(1..=86_400), global = true)]
@@ -170,6 +177,7 @@ impl Default for Settings {
             login_max_failures_per_client: 100,
             login_window: 900,
             purge_interval: 300,
+            db_timeout_ms: 5000,
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use std::io::{BufRead, IsTerminal};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use tokengate::api::body::{check_email, check_length};
@@ -160,7 +161,11 @@ fn add_user(settings: &Settings, email: &str, name: &str) -> Result<(), String> 
         return Err(format!("invalid user: {}", problems.join("; ")));
     }
 
-    let pool = pool::open(&settings.database).map_err(|e| e.to_string())?;
+    let pool = pool::open(
+        &settings.database,
+        Duration::from_millis(settings.db_timeout_ms),
+    )
+    .map_err(|e| e.to_string())?;
     let hash = password::hash_now(password).map_err(|e| e.to_string())?;
     let created_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let conn = pool
@@ -180,7 +185,11 @@ fn add_user(settings: &Settings, email: &str, name: &str) -> Result<(), String> 
 }
 
 fn purge(settings: &Settings) -> Result<(), String> {
-    let pool = pool::open(&settings.database).map_err(|e| e.to_string())?;
+    let pool = pool::open(
+        &settings.database,
+        Duration::from_millis(settings.db_timeout_ms),
+    )
+    .map_err(|e| e.to_string())?;
     let conn = pool
         .get()
         .map_err(|e| format!("cannot open the database: {e}"))?;

@@ -65,10 +65,11 @@ impl Application {
     }
 
     fn build_blocking(settings: Settings) -> Result<Self, StartupError> {
-        let pool = pool::open(&settings.database)?;
+        let timeout = Duration::from_millis(settings.db_timeout_ms);
+        let pool = pool::open(&settings.database, timeout)?;
         let secret = settings.load_secret()?;
-        let denylist = Denylist::start(&settings.database)?;
-        let readers = Readers::start(&settings.database, READER_THREADS)?;
+        let denylist = Denylist::start(&settings.database, timeout)?;
+        let readers = Readers::start(&settings.database, READER_THREADS, timeout)?;
         let listener = std::net::TcpListener::bind(settings.bind)
             .map_err(|e| StartupError::Bind(settings.bind, e))?;
         listener

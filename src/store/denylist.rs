@@ -14,6 +14,7 @@
 
 use std::path::{Path, PathBuf};
 use std::thread;
+use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
@@ -43,19 +44,22 @@ struct Request {
 #[derive(Clone)]
 pub struct Denylist {
     writer: mpsc::UnboundedSender<Request>,
+    timeout: Duration,
 }
 
 impl Denylist {
-    /// Starts the writer thread on its own connection to `path`.
-    pub fn start(path: &Path) -> Result<Self, StoreError> {
-        let conn = pool::connect(path)?;
+    /// Starts the writer thread on its own connection to `path`. A revocation
+    /// not committed within `timeout` is answered as a failure (`503`); it may
+    /// still commit later, which only errs on the side of revoking.
+    pub fn start(path: &Path, timeout: Duration) -> Result<Self, StoreError> {
+        let conn = pool::connect(path, timeout)?;
         let (writer, queue) = mpsc::unbounded_channel();
         let path: PathBuf = path.to_owned();
         thread::Builder::new()
             .name("denylist-writer".into())
-            .spawn(move || write_loop(conn, &path, queue))
+            .spawn(move || write_loop(conn, &path, timeout, queue))
             .map_err(|e| StoreError::Task(e.to_string()))?;
-        Ok(Self { writer })
+        Ok(Self { writer, timeout })
     }
 
     /// Adds `jti` (expiring at `expires_at`, Unix seconds) to the denylist and
@@ -69,10 +73,11 @@ impl Denylist {
                 reply,
             })
             .map_err(|_| StoreError::WriterStopped)?;
-        match answer.await {
-            Ok(Ok(outcome)) => Ok(outcome),
-            Ok(Err(message)) => Err(StoreError::Task(message)),
-            Err(_) => Err(StoreError::WriterStopped),
+        match tokio::time::timeout(self.timeout, answer).await {
+            Ok(Ok(Ok(outcome))) => Ok(outcome),
+            Ok(Ok(Err(message))) => Err(StoreError::Task(message)),
+            Ok(Err(_)) => Err(StoreError::WriterStopped),
+            Err(_) => Err(StoreError::Timeout(self.timeout)),
         }
     }
 }
@@ -99,7 +104,12 @@ pub fn len(conn: &Connection) -> Result<i64, StoreError> {
     Ok(conn.query_row("SELECT count(*) FROM revoked_tokens", [], |row| row.get(0))?)
 }
 
-fn write_loop(mut conn: Connection, path: &Path, mut queue: mpsc::UnboundedReceiver<Request>) {
+fn write_loop(
+    mut conn: Connection,
+    path: &Path,
+    timeout: Duration,
+    mut queue: mpsc::UnboundedReceiver<Request>,
+) {
     while let Some(first) = queue.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -121,7 +131,7 @@ fn write_loop(mut conn: Connection, path: &Path, mut queue: mpsc::UnboundedRecei
                 }
                 // The connection may be broken (file replaced, I/O error):
                 // start the next batch on a fresh one.
-                if let Ok(fresh) = pool::connect(path) {
+                if let Ok(fresh) = pool::connect(path, timeout) {
                     conn = fresh;
                 }
             }

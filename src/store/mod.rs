@@ -35,6 +35,9 @@ pub enum StoreError {
     /// The denylist writer thread is gone (the service is shutting down).
     #[error("the denylist writer has stopped")]
     WriterStopped,
+    /// The database did not answer within the configured time.
+    #[error("the database did not answer within {0:?}")]
+    Timeout(std::time::Duration),
     /// A blocking task could not be run to completion.
     #[error("blocking task failed: {0}")]
     Task(String),

@@ -14,13 +14,6 @@ use super::{migrations, StoreError};
 /// The pool of read/write connections shared by request handlers.
 pub type Pool = r2d2::Pool<SqliteConnectionManager>;
 
-/// How long a statement waits for a lock held by another connection or
-/// process before failing with `SQLITE_BUSY` (answered `503`).
-pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// How long a request waits for a free pooled connection.
-pub const POOL_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// Why the database could not be opened at start.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot open database {path}: {reason}")]
@@ -30,9 +23,11 @@ pub struct OpenError {
 }
 
 /// Per-connection settings. `synchronous`, `busy_timeout` and `foreign_keys`
-/// do not persist in the file, so every connection sets them.
-pub fn configure(conn: &Connection) -> rusqlite::Result<()> {
-    conn.busy_timeout(BUSY_TIMEOUT)?;
+/// do not persist in the file, so every connection sets them. `timeout` bounds
+/// how long a statement waits for a lock held by another connection or
+/// process before failing with `SQLITE_BUSY` (answered `503`).
+pub fn configure(conn: &Connection, timeout: Duration) -> rusqlite::Result<()> {
+    conn.busy_timeout(timeout)?;
     // WAL + synchronous=FULL: a commit returns only after the WAL is fsynced,
     // so a revocation that was answered 204 survives a crash or power loss.
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -42,15 +37,16 @@ pub fn configure(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 /// Opens one configured connection (used by the denylist writer and the CLI).
-pub fn connect(path: &Path) -> Result<Connection, StoreError> {
+pub fn connect(path: &Path, timeout: Duration) -> Result<Connection, StoreError> {
     let conn = Connection::open(path)?;
-    configure(&conn)?;
+    configure(&conn, timeout)?;
     Ok(conn)
 }
 
 /// Creates the database file (mode 0600) if missing, applies migrations and
-/// returns the pool. Errors are worded for a person reading one line.
-pub fn open(path: &Path) -> Result<Pool, OpenError> {
+/// returns the pool, whose callers wait at most `timeout` for a connection or
+/// a lock. Errors are worded for a person reading one line.
+pub fn open(path: &Path, timeout: Duration) -> Result<Pool, OpenError> {
     let fail = |reason: String| OpenError {
         path: path.display().to_string(),
         reason,
@@ -69,16 +65,16 @@ pub fn open(path: &Path) -> Result<Pool, OpenError> {
         .open(path)
         .map_err(|e| fail(e.to_string()))?;
 
-    let mut conn = connect(path).map_err(|e| fail(e.to_string()))?;
+    let mut conn = connect(path, timeout).map_err(|e| fail(e.to_string()))?;
     migrations::migrate(&mut conn).map_err(|e| fail(e.to_string()))?;
     drop(conn);
 
-    let manager =
-        SqliteConnectionManager::file(path).with_init(|conn: &mut Connection| configure(conn));
+    let manager = SqliteConnectionManager::file(path)
+        .with_init(move |conn: &mut Connection| configure(conn, timeout));
     r2d2::Pool::builder()
         .max_size(4)
         .min_idle(Some(2))
-        .connection_timeout(POOL_TIMEOUT)
+        .connection_timeout(timeout)
         .test_on_check_out(false)
         .build(manager)
         .map_err(|e| fail(e.to_string()))

@@ -12,6 +12,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::thread;
+use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 use rusqlite::Connection;
@@ -28,21 +29,24 @@ type Job = Box<dyn FnOnce(&Connection) + Send>;
 #[derive(Clone)]
 pub struct Readers {
     queue: Sender<Job>,
+    timeout: Duration,
 }
 
 impl Readers {
     /// Starts `threads` reader threads on their own connections to `path`.
-    pub fn start(path: &Path, threads: usize) -> Result<Self, StoreError> {
+    /// A job not answered within `timeout` (queued behind a stuck read, or
+    /// waiting for a lock) fails instead of hanging its request.
+    pub fn start(path: &Path, threads: usize, timeout: Duration) -> Result<Self, StoreError> {
         let (queue, jobs) = crossbeam_channel::unbounded::<Job>();
         for index in 0..threads.max(1) {
-            let conn = pool::connect(path)?;
+            let conn = pool::connect(path, timeout)?;
             let jobs = jobs.clone();
             thread::Builder::new()
                 .name(format!("db-reader-{index}"))
                 .spawn(move || read_loop(conn, jobs))
                 .map_err(|e| StoreError::Task(e.to_string()))?;
         }
-        Ok(Self { queue })
+        Ok(Self { queue, timeout })
     }
 
     /// Runs `work` on a reader thread and returns its result.
@@ -59,9 +63,11 @@ impl Readers {
         self.queue
             .send(job)
             .map_err(|_| StoreError::Task("the reader threads have stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| StoreError::Task("a database read was abandoned".into()))?
+        match tokio::time::timeout(self.timeout, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(StoreError::Task("a database read was abandoned".into())),
+            Err(_) => Err(StoreError::Timeout(self.timeout)),
+        }
     }
 }
 
