@@ -104,36 +104,31 @@ fn serve(settings: Settings) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     runtime.block_on(async {
+        // Install the handlers before binding: a SIGTERM that arrives as soon
+        // as the port answers must already mean "shut down gracefully".
+        let shutdown = shutdown_signal().map_err(|e| format!("cannot handle signals: {e}"))?;
         let app = Application::build(settings)
             .await
             .map_err(|e| e.to_string())?;
-        app.run_until(shutdown_signal())
+        app.run_until(shutdown)
             .await
             .map_err(|e| format!("server error: {e}"))
     })
 }
 
-/// Completes on SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = interrupt => {},
-                    _ = terminate.recv() => {},
-                }
-            }
-            Err(_) => {
-                let _ = interrupt.await;
-            }
+/// A future that completes on SIGINT (Ctrl-C) or SIGTERM; the handlers are
+/// registered when this is called, not when the future is first polled.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {},
+            _ = terminate.recv() => {},
         }
-    }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
-    tracing::info!("shutdown signal received; finishing in-flight requests");
+        tracing::info!("shutdown signal received; finishing in-flight requests");
+    })
 }
 
 fn add_user(settings: &Settings, email: &str, name: &str) -> Result<(), String> {

@@ -1,0 +1,441 @@
+//! The `tokengate` command line: `user add`, `purge`, `serve` and start-up
+//! failures, run as a child process.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+
+use crate::helpers::{now, spawn_app_with, tokengate, wait_with_deadline, TEST_SECRET};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Runs `tokengate <args>` with `stdin` as standard input; waits for it to exit.
+fn run(dir: &Path, args: &[&str], stdin: &str) -> Output {
+    let mut child = tokengate(dir)
+        .args(args)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.as_bytes()).unwrap();
+    drop(input);
+    wait_with_deadline(child, DEADLINE)
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Asserts a failed start: non-zero exit, exactly one line on standard
+/// error, no panic. Returns that line.
+fn assert_refused_with_one_line(output: &Output) -> String {
+    let err = stderr(output);
+    assert!(
+        !output.status.success(),
+        "exit status is non-zero; stderr: {err}"
+    );
+    assert!(!err.contains("panicked"), "no panic: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "exactly one line on stderr: {err:?}");
+    lines[0].to_owned()
+}
+
+/// The first integer in `text`.
+fn first_number(text: &str) -> i64 {
+    text.split(|c: char| !c.is_ascii_digit())
+        .find(|part| !part.is_empty())
+        .unwrap_or_else(|| panic!("a number in {text:?}"))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn user_add_reads_the_password_from_stdin_and_the_user_can_log_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("tokengate.db");
+    let db_arg = db.to_str().unwrap();
+
+    let output = run(
+        dir.path(),
+        &[
+            "user",
+            "add",
+            "--email",
+            "Admin@Example.com",
+            "--name",
+            "Admin",
+            "--database",
+            db_arg,
+        ],
+        "admin password 123\n",
+    );
+    assert!(
+        output.status.success(),
+        "user add failed: {}",
+        stderr(&output)
+    );
+    assert!(
+        !stdout(&output).contains("admin password 123"),
+        "the password is not echoed"
+    );
+
+    let app = spawn_app_with(|s| s.database = db.clone()).await;
+    let response = app.login("admin@example.com", "admin password 123").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let token = response.json::<serde_json::Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let user: serde_json::Value = app.current_user_with(&token).await.json().await.unwrap();
+    assert_eq!(user["email"], "admin@example.com", "stored lower-cased");
+    assert_eq!(user["name"], "Admin");
+}
+
+#[tokio::test]
+async fn user_add_refuses_a_taken_email_and_a_short_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("tokengate.db");
+    let db_arg = db.to_str().unwrap();
+    let add = |email: &str, password: &str| {
+        run(
+            dir.path(),
+            &[
+                "user",
+                "add",
+                "--email",
+                email,
+                "--name",
+                "Admin",
+                "--database",
+                db_arg,
+            ],
+            &format!("{password}\n"),
+        )
+    };
+
+    assert!(add("admin@example.com", "long enough").status.success());
+    let taken = add("ADMIN@example.com", "long enough");
+    assert_refused_with_one_line(&taken);
+    let short = add("other@example.com", "short");
+    assert_refused_with_one_line(&short);
+    let invalid = add("not-an-email", "long enough");
+    assert_refused_with_one_line(&invalid);
+
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let count: i64 = conn
+        .query_row("SELECT count(*) FROM users", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(count, 1);
+}
+
+#[tokio::test]
+async fn purge_deletes_expired_revocations_and_prints_how_many() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("tokengate.db");
+    let app = spawn_app_with(|s| s.database = db.clone()).await;
+    let (_, token) = app.user_with_token("ada@example.com").await;
+    assert_eq!(
+        app.logout_with(&token).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    let live_jti = crate::helpers::claims_of(&token)["jti"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.stop().await;
+
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute(
+        "INSERT INTO revoked_tokens (jti, expires_at) VALUES ('long-expired', ?1), ('within-leeway', ?2)",
+        [now() - 86_400, now() - 5],
+    )
+    .unwrap();
+
+    let output = run(
+        dir.path(),
+        &["purge", "--database", db.to_str().unwrap()],
+        "",
+    );
+    assert!(output.status.success(), "purge failed: {}", stderr(&output));
+    assert_eq!(first_number(&stdout(&output)), 1, "{}", stdout(&output));
+
+    let mut remaining: Vec<String> = conn
+        .prepare("SELECT jti FROM revoked_tokens ORDER BY jti")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    remaining.sort();
+    let mut expected = vec![live_jti, "within-leeway".to_owned()];
+    expected.sort();
+    assert_eq!(remaining, expected, "only the expired row is gone");
+
+    let again = run(
+        dir.path(),
+        &["purge", "--database", db.to_str().unwrap()],
+        "",
+    );
+    assert!(again.status.success());
+    assert_eq!(first_number(&stdout(&again)), 0, "{}", stdout(&again));
+}
+
+#[tokio::test]
+async fn purge_reads_the_database_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("from-env.db");
+    let mut command = tokengate(dir.path());
+    command.arg("purge").env("TOKENGATE_DATABASE", &db);
+    let output = wait_with_deadline(command.spawn().unwrap(), DEADLINE);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(first_number(&stdout(&output)), 0);
+    assert!(
+        db.exists(),
+        "the database named by TOKENGATE_DATABASE is used"
+    );
+}
+
+#[test]
+fn short_jwt_secret_is_refused_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("tokengate.db");
+    let secret_31 = "x".repeat(31);
+    for secret in ["short", secret_31.as_str()] {
+        let child = tokengate(dir.path())
+            .args([
+                "serve",
+                "--bind",
+                "127.0.0.1:0",
+                "--jwt-secret",
+                secret,
+                "--database",
+            ])
+            .arg(&db)
+            .spawn()
+            .unwrap();
+        let output = wait_with_deadline(child, DEADLINE);
+        let line = assert_refused_with_one_line(&output);
+        assert!(line.contains("32"), "the line says what is needed: {line}");
+        assert!(!line.contains(secret), "the secret is not printed: {line}");
+    }
+}
+
+#[test]
+fn short_jwt_secret_from_the_environment_is_refused_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let child = tokengate(dir.path())
+        .args(["--bind", "127.0.0.1:0", "--database"])
+        .arg(dir.path().join("tokengate.db"))
+        .env("TOKENGATE_JWT_SECRET", "too-short-secret")
+        .spawn()
+        .unwrap();
+    let output = wait_with_deadline(child, DEADLINE);
+    assert_refused_with_one_line(&output);
+}
+
+#[test]
+fn port_in_use_is_refused_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let child = tokengate(dir.path())
+        .args([
+            "serve",
+            "--bind",
+            &address,
+            "--jwt-secret",
+            TEST_SECRET,
+            "--database",
+        ])
+        .arg(dir.path().join("tokengate.db"))
+        .spawn()
+        .unwrap();
+    let output = wait_with_deadline(child, DEADLINE);
+    let line = assert_refused_with_one_line(&output);
+    assert!(
+        line.contains(&address),
+        "the line names the address: {line}"
+    );
+    drop(taken);
+}
+
+#[test]
+fn help_mentions_every_configuration_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let child = tokengate(dir.path()).arg("--help").spawn().unwrap();
+    let output = wait_with_deadline(child, DEADLINE);
+    assert!(output.status.success());
+    let help = stdout(&output);
+    for flag in [
+        "--bind",
+        "--database",
+        "--jwt-secret",
+        "--issuer",
+        "--audience",
+        "--token-ttl",
+        "--leeway",
+        "--registration",
+        "--cors-origins",
+        "--login-max-failures",
+        "--login-max-failures-per-client",
+        "--login-window",
+        "--purge-interval",
+    ] {
+        assert!(
+            help.split(|c: char| c.is_whitespace() || c == ',' || c == '=' || c == '[' || c == '<')
+                .any(|word| word == flag),
+            "--help mentions {flag}:\n{help}"
+        );
+    }
+    for command in ["serve", "user", "purge", "openapi"] {
+        assert!(help.contains(command), "--help lists `{command}`:\n{help}");
+    }
+}
+
+/// A `tokengate` server running as a child process.
+struct ServerProcess {
+    child: Child,
+    /// `http://ADDR`, read from its "listening on" log line.
+    url: String,
+}
+
+impl ServerProcess {
+    /// Starts `command` and waits (boundedly) for its "listening on" line.
+    fn start(mut command: Command) -> Self {
+        let mut child = command.spawn().unwrap();
+        let out = child.stdout.take().unwrap();
+        let (lines_tx, lines_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            // Keep draining after the start so the server never blocks on logging.
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                let _ = lines_tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines_rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some((_, rest)) = line.split_once("listening on http://") {
+                        let address = rest.split_whitespace().next().unwrap();
+                        return Self {
+                            url: format!("http://{address}"),
+                            child,
+                        };
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let output = child.wait_with_output().unwrap();
+                    panic!("the server did not start: {}", stderr(&output));
+                }
+            }
+        }
+    }
+
+    /// Sends SIGTERM and returns how the process ended.
+    fn terminate(self) -> Output {
+        // The server installs its SIGTERM handler a moment after it starts
+        // listening; a SIGTERM before that would kill it outright.
+        wait_until_sigterm_is_caught(self.child.id());
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        wait_with_deadline(self.child, DEADLINE)
+    }
+}
+
+#[tokio::test]
+async fn serve_is_the_default_command_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = tokengate(dir.path());
+    command
+        .args(["--bind", "127.0.0.1:0", "--jwt-secret", TEST_SECRET])
+        .arg("--database")
+        .arg(dir.path().join("tokengate.db"));
+    let server = ServerProcess::start(command);
+
+    let health = reqwest::get(format!("{}/health", server.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(health, r#"{"status":"ok"}"#);
+
+    let output = server.terminate();
+    assert!(
+        output.status.success(),
+        "a SIGTERM stops the server with exit 0: {:?} {}",
+        output.status,
+        stderr(&output)
+    );
+    assert!(
+        !dir.path().join("jwt-secret").exists(),
+        "a configured secret writes no file"
+    );
+}
+
+#[tokio::test]
+async fn serve_reads_its_settings_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("from-env.db");
+    let mut command = tokengate(dir.path());
+    command
+        .env("TOKENGATE_BIND", "127.0.0.1:0")
+        .env("TOKENGATE_DATABASE", &db)
+        .env("TOKENGATE_JWT_SECRET", TEST_SECRET)
+        .env("TOKENGATE_REGISTRATION", "closed");
+    let server = ServerProcess::start(command);
+
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/v1/register", server.url))
+        .json(&serde_json::json!({"name": "Ada", "email": "ada@example.com", "password": "long enough"}))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.unwrap();
+
+    let output = server.terminate();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error"], "registration_closed");
+    assert!(
+        db.exists(),
+        "the database named by TOKENGATE_DATABASE is used"
+    );
+}
+
+/// Polls `/proc/<pid>/status` until SIGTERM is in the caught-signals mask.
+fn wait_until_sigterm_is_caught(pid: u32) {
+    const SIGTERM_BIT: u64 = 1 << (15 - 1);
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let caught = status
+            .lines()
+            .find_map(|line| line.strip_prefix("SigCgt:"))
+            .map(|mask| u64::from_str_radix(mask.trim(), 16).unwrap())
+            .unwrap_or(0);
+        if caught & SIGTERM_BIT != 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server never handled SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

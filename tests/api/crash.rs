@@ -1,0 +1,183 @@
+//! Crash safety with a real process, really killed: logouts stream in, the
+//! server gets SIGKILL mid-stream, and after a restart on the same database
+//! every token that had been answered `204` is still rejected, and the
+//! database passes `PRAGMA integrity_check`.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::Child;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use tokio::sync::Notify;
+
+use crate::helpers::{forge, tokengate, valid_claims, PASSWORD, TEST_SECRET};
+
+/// A `tokengate serve` child process and the address it listens on.
+struct ServerProcess {
+    child: Child,
+    address: String,
+}
+
+impl ServerProcess {
+    /// Starts the binary on `dir/t.db`, port 0, and reads the bound address
+    /// from its "listening on" log line.
+    fn start(dir: &Path) -> ServerProcess {
+        let mut child = tokengate(dir)
+            .args(["serve", "--database", "t.db", "--bind", "127.0.0.1:0"])
+            .args(["--jwt-secret", TEST_SECRET])
+            .spawn()
+            .expect("the binary starts");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut lines = BufReader::new(stdout).lines();
+        let address = loop {
+            let line = lines
+                .next()
+                .expect("the server logs its address before anything else")
+                .expect("readable log");
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                break format!("http://{}", rest.trim());
+            }
+        };
+        // Keep draining the log so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        ServerProcess { child, address }
+    }
+
+    fn kill(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reaped");
+    }
+}
+
+async fn register(client: &reqwest::Client, address: &str) -> i64 {
+    let response = client
+        .post(format!("{address}/api/v1/register"))
+        .json(&serde_json::json!({"name": "Crash", "email": "crash@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    response.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_i64()
+        .unwrap()
+}
+
+/// Fires logouts of distinct tokens from 16 concurrent clients and SIGKILLs
+/// the server once `kill_after` of them have been answered 204. Returns the
+/// acknowledged tokens and every token that was sent.
+async fn logouts_until_killed(
+    server: ServerProcess,
+    user_id: i64,
+    kill_after: usize,
+) -> (Vec<String>, Vec<String>) {
+    let tokens: Vec<String> = (0..kill_after * 4 + 64)
+        .map(|_| forge(&valid_claims(user_id)))
+        .collect();
+    let acknowledged = Arc::new(Mutex::new(Vec::new()));
+    let count = Arc::new(AtomicUsize::new(0));
+    let reached = Arc::new(Notify::new());
+    let next = Arc::new(AtomicUsize::new(0));
+    let client = reqwest::Client::new();
+    let mut workers = Vec::new();
+    for _ in 0..16 {
+        let (tokens, acknowledged, count, reached, next, client, address) = (
+            tokens.clone(),
+            acknowledged.clone(),
+            count.clone(),
+            reached.clone(),
+            next.clone(),
+            client.clone(),
+            server.address.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some(token) = tokens.get(i) else { return };
+                let sent = client
+                    .delete(format!("{address}/api/v1/logout"))
+                    .bearer_auth(token)
+                    .timeout(Duration::from_secs(10))
+                    .send()
+                    .await;
+                match sent {
+                    Ok(response) => {
+                        let status = response.status();
+                        assert!(
+                            status == StatusCode::NO_CONTENT,
+                            "a fresh token's logout must be 204 while the server is up, got {status}"
+                        );
+                        acknowledged.lock().unwrap().push(token.clone());
+                        if count.fetch_add(1, Ordering::SeqCst) + 1 == kill_after {
+                            reached.notify_one();
+                        }
+                    }
+                    // The server was killed under this request.
+                    Err(_) => return,
+                }
+            }
+        }));
+    }
+    reached.notified().await;
+    server.kill();
+    for worker in workers {
+        worker.await.expect("worker did not panic");
+    }
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    (acknowledged, tokens)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acknowledged_logouts_survive_sigkill_at_several_points() {
+    for kill_after in [1, 25, 150] {
+        let dir = tempfile::tempdir().unwrap();
+        let server = ServerProcess::start(dir.path());
+        let client = reqwest::Client::new();
+        let user_id = register(&client, &server.address).await;
+
+        let (acknowledged, sent) = logouts_until_killed(server, user_id, kill_after).await;
+        assert!(acknowledged.len() >= kill_after);
+
+        let restarted = ServerProcess::start(dir.path());
+        for token in &acknowledged {
+            let response = client
+                .get(format!("{}/api/v1/user", restarted.address))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                response.status(),
+                StatusCode::UNAUTHORIZED,
+                "a token answered 204 before the kill must stay revoked (kill after {kill_after})"
+            );
+            let challenge = response.headers()["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            assert!(challenge.contains("revoked"), "{challenge}");
+        }
+        // A token never sent is still good: the restart did not break the service.
+        let unsent = forge(&valid_claims(user_id));
+        let response = client
+            .get(format!("{}/api/v1/user", restarted.address))
+            .bearer_auth(&unsent)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        restarted.kill();
+
+        let conn = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
+        let integrity: String = conn
+            .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(integrity, "ok");
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM revoked_tokens", [], |row| row.get(0))
+            .unwrap();
+        assert!(rows as usize >= acknowledged.len() && rows as usize <= sent.len());
+    }
+}

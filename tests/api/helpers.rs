@@ -1,0 +1,453 @@
+//! Starting a test server and talking to it.
+//!
+//! Every test gets its own server, bound to `127.0.0.1:0`, on its own
+//! database in a fresh temporary directory, signing with [`TEST_SECRET`] so
+//! tests can forge tokens. The server runs in the test's runtime until
+//! [`TestApp::stop`] (or the end of the test).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use reqwest::{Response, StatusCode};
+use serde_json::{json, Value};
+use tempfile::TempDir;
+use tokengate::config::{Secret, Settings};
+use tokengate::startup::Application;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The signing secret of every test server (at least 32 bytes).
+pub const TEST_SECRET: &str = "tokengate-integration-tests-secret-0123456789";
+
+/// The `iss` and `aud` of the default settings.
+pub const ISSUER: &str = "tokengate";
+pub const AUDIENCE: &str = "tokengate";
+
+/// The challenge of `unauthenticated` and `invalid_credentials` answers.
+pub const PLAIN_CHALLENGE: &str = "Bearer realm=\"tokengate\"";
+
+/// The start of the challenge of `invalid_token` answers.
+pub const INVALID_TOKEN_CHALLENGE_PREFIX: &str =
+    "Bearer realm=\"tokengate\", error=\"invalid_token\", error_description=\"";
+
+/// A password that satisfies the rules.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// A running test server.
+pub struct TestApp {
+    /// `http://127.0.0.1:<port>`.
+    pub address: String,
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// A client with no default headers.
+    pub client: reqwest::Client,
+    /// The settings the server was started with.
+    pub settings: Settings,
+    dir: TempDir,
+    shutdown: oneshot::Sender<()>,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+/// A stopped test server whose database directory is kept, to restart on it.
+pub struct StoppedApp {
+    /// The settings the server ran with.
+    pub settings: Settings,
+    dir: TempDir,
+}
+
+/// A registered user and the password it was registered with.
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    pub id: i64,
+    pub name: String,
+    pub email: String,
+    pub password: String,
+}
+
+/// Settings for a test server on a database inside `dir`.
+pub fn test_settings(dir: &Path) -> Settings {
+    Settings {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        database: dir.join("tokengate.db"),
+        jwt_secret: Some(Secret::new(TEST_SECRET)),
+        ..Settings::default()
+    }
+}
+
+/// Starts a server with the test defaults.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts a server with the test defaults changed by `configure`.
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    let mut settings = test_settings(dir.path());
+    configure(&mut settings);
+    start(settings, dir).await
+}
+
+async fn start(settings: Settings, dir: TempDir) -> TestApp {
+    let app = Application::build(settings.clone())
+        .await
+        .expect("the test server starts");
+    let addr = app.local_addr();
+    let (shutdown, shutdown_rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async move {
+        let _ = shutdown_rx.await;
+    }));
+    TestApp {
+        address: format!("http://{addr}"),
+        addr,
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap(),
+        settings,
+        dir,
+        shutdown,
+        server,
+    }
+}
+
+impl StoppedApp {
+    /// Starts a new server on the same database and settings (new port).
+    pub async fn restart(self) -> TestApp {
+        start(self.settings, self.dir).await
+    }
+}
+
+impl TestApp {
+    /// Stops the server and waits until it has finished.
+    pub async fn stop(self) -> StoppedApp {
+        drop(self.client);
+        let _ = self.shutdown.send(());
+        tokio::time::timeout(Duration::from_secs(60), self.server)
+            .await
+            .expect("the server stops within a minute")
+            .expect("the server task does not panic")
+            .expect("the server stops without an I/O error");
+        StoppedApp {
+            settings: self.settings,
+            dir: self.dir,
+        }
+    }
+
+    /// The temporary directory holding the database.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The database file.
+    pub fn db_path(&self) -> PathBuf {
+        self.settings.database.clone()
+    }
+
+    /// A direct connection to the server's database.
+    pub fn db(&self) -> rusqlite::Connection {
+        let conn = rusqlite::Connection::open(self.db_path()).unwrap();
+        conn.busy_timeout(Duration::from_secs(5)).unwrap();
+        conn
+    }
+
+    /// The full URL of `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.client.get(self.url(path)).send().await.unwrap()
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `POST` with a raw body and the given content type (none if `None`).
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> Response {
+        let mut request = self.client.post(self.url(path)).body(body);
+        if let Some(content_type) = content_type {
+            request = request.header(CONTENT_TYPE, content_type);
+        }
+        request.send().await.unwrap()
+    }
+
+    pub async fn register(&self, name: &str, email: &str, password: &str) -> Response {
+        self.post_json(
+            "/api/v1/register",
+            &json!({"name": name, "email": email, "password": password}),
+        )
+        .await
+    }
+
+    /// Registers `email` with [`PASSWORD`] and checks it worked.
+    pub async fn register_user(&self, email: &str) -> TestUser {
+        let name = "Test User";
+        let response = self.register(name, email, PASSWORD).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::CREATED,
+            "registering {email}"
+        );
+        let body: Value = response.json().await.unwrap();
+        TestUser {
+            id: body["id"].as_i64().expect("id is an integer"),
+            name: name.to_owned(),
+            email: email.to_lowercase(),
+            password: PASSWORD.to_owned(),
+        }
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Response {
+        self.post_json(
+            "/api/v1/login",
+            &json!({"email": email, "password": password}),
+        )
+        .await
+    }
+
+    /// Logs `user` in and returns the access token.
+    pub async fn login_token(&self, user: &TestUser) -> String {
+        let response = self.login(&user.email, &user.password).await;
+        assert_eq!(response.status(), StatusCode::OK, "logging in {user:?}");
+        let body: Value = response.json().await.unwrap();
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// Registers `email` and logs it in.
+    pub async fn user_with_token(&self, email: &str) -> (TestUser, String) {
+        let user = self.register_user(email).await;
+        let token = self.login_token(&user).await;
+        (user, token)
+    }
+
+    /// `GET /api/v1/user` with the given `Authorization` header (none if `None`).
+    pub async fn current_user(&self, authorization: Option<&str>) -> Response {
+        let mut request = self.client.get(self.url("/api/v1/user"));
+        if let Some(value) = authorization {
+            request = request.header(AUTHORIZATION, value);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// `GET /api/v1/user` with `Bearer <token>`.
+    pub async fn current_user_with(&self, token: &str) -> Response {
+        self.current_user(Some(&format!("Bearer {token}"))).await
+    }
+
+    /// `DELETE /api/v1/logout` with the given `Authorization` header.
+    pub async fn logout(&self, authorization: Option<&str>) -> Response {
+        let mut request = self.client.delete(self.url("/api/v1/logout"));
+        if let Some(value) = authorization {
+            request = request.header(AUTHORIZATION, value);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// `DELETE /api/v1/logout` with `Bearer <token>`.
+    pub async fn logout_with(&self, token: &str) -> Response {
+        self.logout(Some(&format!("Bearer {token}"))).await
+    }
+
+    /// Asserts that the server still answers `/health` with 200.
+    pub async fn assert_still_serving(&self) {
+        let response = self.get("/health").await;
+        assert_eq!(
+            response.status(),
+            StatusCode::OK,
+            "the server keeps serving"
+        );
+    }
+}
+
+/// Asserts an error answer: status, JSON content type, `error` code and a
+/// non-empty `message`. Returns the headers and the body.
+pub async fn assert_error(
+    response: Response,
+    status: StatusCode,
+    code: &str,
+) -> (reqwest::header::HeaderMap, Value) {
+    let headers = response.headers().clone();
+    let actual = response.status();
+    let text = response.text().await.unwrap();
+    assert_eq!(actual, status, "status; body: {text}");
+    let content_type = headers
+        .get(CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    assert!(
+        content_type.starts_with("application/json"),
+        "an error has a JSON content type, got {content_type:?}; body: {text}"
+    );
+    let body: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("an error body is JSON ({e}): {text}"));
+    assert_eq!(body["error"], code, "error code; body: {body}");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(!message.is_empty(), "an error has a message; body: {body}");
+    (headers, body)
+}
+
+/// Asserts `401 unauthenticated` with the plain challenge.
+pub async fn assert_unauthenticated(response: Response) -> Value {
+    let (headers, body) = assert_error(response, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+    assert_eq!(
+        challenge(&headers).as_deref(),
+        Some(PLAIN_CHALLENGE),
+        "WWW-Authenticate of an unauthenticated request"
+    );
+    body
+}
+
+/// Asserts `401 invalid_token` with the invalid_token challenge. Returns the
+/// challenge's `error_description`.
+pub async fn assert_invalid_token(response: Response) -> String {
+    let (headers, _) = assert_error(response, StatusCode::UNAUTHORIZED, "invalid_token").await;
+    let challenge = challenge(&headers).expect("a 401 has a WWW-Authenticate header");
+    let description = challenge
+        .strip_prefix(INVALID_TOKEN_CHALLENGE_PREFIX)
+        .and_then(|rest| rest.strip_suffix('"'))
+        .unwrap_or_else(|| panic!("invalid_token challenge, got {challenge:?}"));
+    assert!(
+        !description.is_empty() && !description.contains('"'),
+        "error_description is a non-empty quoted string: {challenge:?}"
+    );
+    description.to_owned()
+}
+
+/// The `WWW-Authenticate` header, if any.
+pub fn challenge(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    headers
+        .get(WWW_AUTHENTICATE)
+        .map(|v| v.to_str().unwrap().to_owned())
+}
+
+/// Unix time now, in seconds.
+pub fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// The claims of a token tokengate would accept for user `sub`.
+pub fn valid_claims(sub: i64) -> Value {
+    let now = now();
+    json!({
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "sub": sub.to_string(),
+        "iat": now,
+        "nbf": now,
+        "exp": now + 600,
+        "jti": format!("forged-{}", rand_suffix()),
+    })
+}
+
+/// Signs `claims` with `algorithm` (an HMAC one) and `secret`.
+pub fn forge_with(algorithm: Algorithm, secret: &[u8], claims: &Value) -> String {
+    jsonwebtoken::encode(
+        &Header::new(algorithm),
+        claims,
+        &EncodingKey::from_secret(secret),
+    )
+    .unwrap()
+}
+
+/// Signs `claims` with HS256 and the test secret, as the server would.
+pub fn forge(claims: &Value) -> String {
+    forge_with(Algorithm::HS256, TEST_SECRET.as_bytes(), claims)
+}
+
+/// Base64url without padding, as in JWTs.
+pub fn b64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Decodes base64url without padding.
+pub fn unb64(text: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text)
+        .unwrap()
+}
+
+/// The claims of a compact JWT, without checking anything.
+pub fn claims_of(token: &str) -> Value {
+    let payload = token.split('.').nth(1).expect("a JWT has a payload");
+    serde_json::from_slice(&unb64(payload)).unwrap()
+}
+
+/// A JWT with this raw header JSON and claims, signed with HS256 and the
+/// test secret whatever the header says.
+pub fn forge_raw_header(header: &Value, claims: &Value) -> String {
+    let message = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    let signature = jsonwebtoken::crypto::sign(
+        message.as_bytes(),
+        &EncodingKey::from_secret(TEST_SECRET.as_bytes()),
+        Algorithm::HS256,
+    )
+    .unwrap();
+    format!("{message}.{signature}")
+}
+
+fn rand_suffix() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 16];
+    rand::rng().fill_bytes(&mut bytes);
+    b64(&bytes)
+}
+
+/// The `tokengate` binary, with no `TOKENGATE_*` variable inherited and
+/// `dir` as working directory.
+pub fn tokengate(dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tokengate"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("TOKENGATE_") {
+            command.env_remove(name);
+        }
+    }
+    command
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// Waits for a child process to exit, at most `limit`; kills it and fails
+/// the test if it does not.
+pub fn wait_with_deadline(mut child: std::process::Child, limit: Duration) -> std::process::Output {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let output = child.wait_with_output().unwrap();
+            panic!(
+                "the process did not exit within {limit:?}; stdout: {} stderr: {}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

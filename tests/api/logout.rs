@@ -1,0 +1,226 @@
+//! `DELETE /api/v1/logout` and the durable denylist.
+
+use std::time::{Duration, Instant};
+
+use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use reqwest::StatusCode;
+
+use crate::helpers::{
+    assert_invalid_token, assert_unauthenticated, claims_of, now, spawn_app, spawn_app_with,
+};
+
+#[tokio::test]
+async fn logout_answers_204_with_no_body_and_no_content_type() {
+    let app = spawn_app().await;
+    let (_, token) = app.user_with_token("ada@example.com").await;
+
+    let response = app.logout_with(&token).await;
+
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert!(
+        response.headers().get(CONTENT_TYPE).is_none(),
+        "a 204 has no Content-Type: {:?}",
+        response.headers()
+    );
+    if let Some(length) = response.headers().get(CONTENT_LENGTH) {
+        assert_eq!(length, "0");
+    }
+    assert!(
+        response.bytes().await.unwrap().is_empty(),
+        "a 204 has no body"
+    );
+}
+
+#[tokio::test]
+async fn logged_out_token_is_rejected_by_current_user() {
+    let app = spawn_app().await;
+    let (_, token) = app.user_with_token("ada@example.com").await;
+    assert_eq!(app.current_user_with(&token).await.status(), StatusCode::OK);
+
+    assert_eq!(
+        app.logout_with(&token).await.status(),
+        StatusCode::NO_CONTENT
+    );
+
+    assert_invalid_token(app.current_user_with(&token).await).await;
+}
+
+#[tokio::test]
+async fn second_logout_with_the_same_token_answers_401_invalid_token() {
+    let app = spawn_app().await;
+    let (_, token) = app.user_with_token("ada@example.com").await;
+    assert_eq!(
+        app.logout_with(&token).await.status(),
+        StatusCode::NO_CONTENT
+    );
+
+    let response = app.logout_with(&token).await;
+
+    assert_invalid_token(response).await;
+}
+
+#[tokio::test]
+async fn logout_revokes_only_the_presented_token() {
+    let app = spawn_app().await;
+    let (user, first) = app.user_with_token("ada@example.com").await;
+    let second = app.login_token(&user).await;
+
+    assert_eq!(
+        app.logout_with(&first).await.status(),
+        StatusCode::NO_CONTENT
+    );
+
+    assert_invalid_token(app.current_user_with(&first).await).await;
+    assert_eq!(
+        app.current_user_with(&second).await.status(),
+        StatusCode::OK,
+        "another token of the same user stays valid"
+    );
+}
+
+#[tokio::test]
+async fn logout_without_authorization_answers_401_unauthenticated() {
+    let app = spawn_app().await;
+    assert_unauthenticated(app.logout(None).await).await;
+    assert_unauthenticated(app.logout(Some("Basic YTpi")).await).await;
+}
+
+#[tokio::test]
+async fn logout_with_an_invalid_token_answers_401_invalid_token() {
+    let app = spawn_app().await;
+    assert_invalid_token(app.logout(Some("Bearer ")).await).await;
+    assert_invalid_token(app.logout_with("garbage").await).await;
+}
+
+#[tokio::test]
+async fn logout_accepts_a_lower_case_bearer_scheme() {
+    let app = spawn_app().await;
+    let (_, token) = app.user_with_token("ada@example.com").await;
+
+    let response = app.logout(Some(&format!("bearer {token}"))).await;
+
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_invalid_token(app.current_user_with(&token).await).await;
+}
+
+#[tokio::test]
+async fn logout_stores_the_jti_with_the_tokens_expiry() {
+    let app = spawn_app().await;
+    let (_, token) = app.user_with_token("ada@example.com").await;
+    let claims = claims_of(&token);
+
+    assert_eq!(
+        app.logout_with(&token).await.status(),
+        StatusCode::NO_CONTENT
+    );
+
+    // The 204 comes after the commit: a fresh connection sees the row now.
+    let expires_at: i64 = app
+        .db()
+        .query_row(
+            "SELECT expires_at FROM revoked_tokens WHERE jti = ?1",
+            [claims["jti"].as_str().unwrap()],
+            |row| row.get(0),
+        )
+        .expect("the jti is in the denylist");
+    assert_eq!(expires_at, claims["exp"].as_i64().unwrap());
+}
+
+#[tokio::test]
+async fn revoked_token_is_rejected_after_restart() {
+    let app = spawn_app().await;
+    let (user, revoked) = app.user_with_token("ada@example.com").await;
+    let kept = app.login_token(&user).await;
+    assert_eq!(
+        app.logout_with(&revoked).await.status(),
+        StatusCode::NO_CONTENT
+    );
+
+    let app = app.stop().await.restart().await;
+
+    assert_invalid_token(app.current_user_with(&revoked).await).await;
+    assert_invalid_token(app.logout_with(&revoked).await).await;
+    assert_eq!(
+        app.current_user_with(&kept).await.status(),
+        StatusCode::OK,
+        "an unrevoked token still works after the restart"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_logouts_of_one_token_revoke_it_exactly_once() {
+    let app = spawn_app().await;
+    let (_, token) = app.user_with_token("ada@example.com").await;
+
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        // A client each, so that the requests really run side by side.
+        let client = reqwest::Client::new();
+        let url = app.url("/api/v1/logout");
+        let token = token.clone();
+        tasks.push(tokio::spawn(async move {
+            let response = client.delete(url).bearer_auth(token).send().await.unwrap();
+            let status = response.status();
+            let text = response.text().await.unwrap();
+            (status, text)
+        }));
+    }
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.unwrap());
+    }
+
+    let no_content = answers
+        .iter()
+        .filter(|(status, _)| *status == StatusCode::NO_CONTENT)
+        .count();
+    let unauthorized: Vec<&String> = answers
+        .iter()
+        .filter(|(status, _)| *status == StatusCode::UNAUTHORIZED)
+        .map(|(_, text)| text)
+        .collect();
+    assert_eq!(no_content, 1, "exactly one 204: {answers:?}");
+    assert_eq!(unauthorized.len(), 49, "the rest are 401: {answers:?}");
+    for text in unauthorized {
+        let body: serde_json::Value = serde_json::from_str(text).unwrap();
+        assert_eq!(body["error"], "invalid_token", "{body}");
+    }
+    assert_invalid_token(app.current_user_with(&token).await).await;
+}
+
+#[tokio::test]
+async fn expired_revocations_are_purged_periodically() {
+    let app = spawn_app_with(|s| s.purge_interval = 1).await;
+    let (_, token) = app.user_with_token("ada@example.com").await;
+    assert_eq!(
+        app.logout_with(&token).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    let db = app.db();
+    db.execute(
+        "INSERT INTO revoked_tokens (jti, expires_at) VALUES ('long-expired', ?1)",
+        [now() - 86_400],
+    )
+    .unwrap();
+    let count = |jti: &str| -> i64 {
+        db.query_row(
+            "SELECT count(*) FROM revoked_tokens WHERE jti = ?1",
+            [jti],
+            |row| row.get(0),
+        )
+        .unwrap()
+    };
+
+    // Poll, boundedly, for the next purge (every second here).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while count("long-expired") != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the expired row was never purged"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let live = claims_of(&token)["jti"].as_str().unwrap().to_owned();
+    assert_eq!(count(&live), 1, "an unexpired revocation is kept");
+    assert_invalid_token(app.current_user_with(&token).await).await;
+}

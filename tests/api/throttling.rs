@@ -1,0 +1,255 @@
+//! Login throttling: per e-mail address and per client address.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use reqwest::header::RETRY_AFTER;
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::{assert_error, spawn_app, spawn_app_with, TestApp, PASSWORD};
+
+/// Asserts `429 too_many_requests` with a `Retry-After` of 1..=`window`
+/// seconds, and returns it.
+async fn assert_throttled(response: reqwest::Response, window: u64) -> u64 {
+    let (headers, _) =
+        assert_error(response, StatusCode::TOO_MANY_REQUESTS, "too_many_requests").await;
+    let retry_after: u64 = headers
+        .get(RETRY_AFTER)
+        .expect("a 429 has Retry-After")
+        .to_str()
+        .unwrap()
+        .parse()
+        .expect("Retry-After is a number of seconds");
+    assert!(
+        (1..=window).contains(&retry_after),
+        "Retry-After within the window: {retry_after}"
+    );
+    retry_after
+}
+
+async fn fail_logins(app: &TestApp, email: &str, times: usize) {
+    for attempt in 1..=times {
+        let response = app.login(email, "wrong password").await;
+        assert_eq!(
+            response.status(),
+            StatusCode::UNAUTHORIZED,
+            "failed attempt {attempt} for {email}"
+        );
+    }
+}
+
+/// A client whose connections come from `ip` (any 127/8 address is loopback).
+fn client_from(ip: Ipv4Addr) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(IpAddr::V4(ip))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn five_failed_logins_block_the_email_with_429_and_retry_after() {
+    let app = spawn_app().await;
+    let user = app.register_user("ada@example.com").await;
+    fail_logins(&app, &user.email, 5).await;
+
+    let wrong = app.login(&user.email, "wrong password").await;
+    let retry_after = assert_throttled(wrong, 900).await;
+    assert!(
+        retry_after > 800,
+        "the default window is 900 s: {retry_after}"
+    );
+
+    // Even the right password is refused while blocked.
+    let right = app.login(&user.email, &user.password).await;
+    assert_throttled(right, 900).await;
+}
+
+#[tokio::test]
+async fn throttling_ignores_the_email_case() {
+    let app = spawn_app().await;
+    let user = app.register_user("ada@example.com").await;
+    for email in [
+        "ada@example.com",
+        "ADA@example.com",
+        "Ada@Example.com",
+        "ada@EXAMPLE.COM",
+        "aDa@example.com",
+    ] {
+        fail_logins(&app, email, 1).await;
+    }
+    assert_throttled(app.login("ada@example.com", &user.password).await, 900).await;
+}
+
+#[tokio::test]
+async fn four_failed_logins_do_not_block() {
+    let app = spawn_app().await;
+    let user = app.register_user("ada@example.com").await;
+    fail_logins(&app, &user.email, 4).await;
+
+    let response = app.login(&user.email, &user.password).await;
+
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn unknown_emails_are_throttled_like_known_ones() {
+    let app = spawn_app().await;
+    fail_logins(&app, "nobody@example.com", 5).await;
+
+    assert_throttled(app.login("nobody@example.com", PASSWORD).await, 900).await;
+}
+
+#[tokio::test]
+async fn blocking_one_email_does_not_block_another() {
+    let app = spawn_app().await;
+    let other = app.register_user("bob@example.com").await;
+    fail_logins(&app, "ada@example.com", 5).await;
+    assert_throttled(app.login("ada@example.com", PASSWORD).await, 900).await;
+
+    let response = app.login(&other.email, &other.password).await;
+
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn successful_login_clears_the_emails_failures() {
+    let app = spawn_app().await;
+    let user = app.register_user("ada@example.com").await;
+    fail_logins(&app, &user.email, 4).await;
+    assert_eq!(
+        app.login(&user.email, &user.password).await.status(),
+        StatusCode::OK
+    );
+
+    // Without the reset, the second of these would be the sixth failure
+    // in the window and get 429.
+    fail_logins(&app, &user.email, 4).await;
+    assert_eq!(
+        app.login(&user.email, &user.password).await.status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn email_limit_and_window_are_configurable() {
+    let app = spawn_app_with(|s| {
+        s.login_max_failures = 2;
+        s.login_window = 60;
+    })
+    .await;
+    fail_logins(&app, "ada@example.com", 2).await;
+
+    let retry_after = assert_throttled(app.login("ada@example.com", PASSWORD).await, 60).await;
+    assert!(retry_after > 50, "{retry_after}");
+}
+
+#[tokio::test]
+async fn validation_failures_do_not_count_as_failed_logins() {
+    let app = spawn_app().await;
+    let user = app.register_user("ada@example.com").await;
+    for _ in 0..6 {
+        let response = app
+            .post_json(
+                "/api/v1/login",
+                &json!({"email": user.email, "password": "short"}),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    }
+    assert_eq!(
+        app.login(&user.email, &user.password).await.status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn failed_logins_from_one_client_block_that_client_only() {
+    let app = spawn_app_with(|s| {
+        s.login_max_failures_per_client = 3;
+        s.login_max_failures = 100;
+    })
+    .await;
+    let user = app.register_user("ada@example.com").await;
+    let attacker = client_from(Ipv4Addr::new(127, 0, 0, 2));
+    let bystander = client_from(Ipv4Addr::new(127, 0, 0, 3));
+    let login = |client: &reqwest::Client, email: &str, password: &str| {
+        client
+            .post(app.url("/api/v1/login"))
+            .json(&json!({"email": email, "password": password}))
+            .send()
+    };
+
+    for i in 0..3 {
+        let response = login(&attacker, &format!("guess{i}@example.com"), PASSWORD)
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "attempt {i}");
+    }
+
+    // The attacker's client is blocked, for any address, even a right password.
+    let response = login(&attacker, "fresh@example.com", PASSWORD)
+        .await
+        .unwrap();
+    assert_throttled(response, 900).await;
+    let response = login(&attacker, &user.email, &user.password).await.unwrap();
+    assert_throttled(response, 900).await;
+
+    // Another client address is unaffected.
+    let response = login(&bystander, &user.email, &user.password)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let response = login(&bystander, "fresh@example.com", PASSWORD)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn successful_login_does_not_clear_the_clients_failures() {
+    // The client limit stops one client guessing across many addresses; a
+    // login to its own account must not reset it.
+    let app = spawn_app_with(|s| {
+        s.login_max_failures_per_client = 3;
+        s.login_max_failures = 100;
+    })
+    .await;
+    let user = app.register_user("ada@example.com").await;
+    fail_logins(&app, "guess1@example.com", 1).await;
+    fail_logins(&app, "guess2@example.com", 1).await;
+    assert_eq!(
+        app.login(&user.email, &user.password).await.status(),
+        StatusCode::OK
+    );
+    fail_logins(&app, "guess3@example.com", 1).await;
+
+    assert_throttled(app.login("guess4@example.com", PASSWORD).await, 900).await;
+}
+
+#[tokio::test]
+async fn email_block_lifts_once_the_window_has_passed() {
+    // A window long enough that two failed logins (two password hashes)
+    // surely fall inside it, short enough to wait for.
+    const WINDOW: u64 = 5;
+    let app = spawn_app_with(|s| {
+        s.login_max_failures = 2;
+        s.login_window = WINDOW;
+    })
+    .await;
+    let user = app.register_user("ada@example.com").await;
+    fail_logins(&app, &user.email, 2).await;
+    assert_throttled(app.login(&user.email, &user.password).await, WINDOW).await;
+
+    // Poll, boundedly, until the window has passed.
+    let deadline = Instant::now() + Duration::from_secs(WINDOW + 30);
+    loop {
+        let response = app.login(&user.email, &user.password).await;
+        if response.status() == StatusCode::OK {
+            break;
+        }
+        assert_throttled(response, WINDOW).await;
+        assert!(Instant::now() < deadline, "the block never lifted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
