@@ -6,12 +6,12 @@
 //! would break Swagger UI on the server's own origin as soon as CORS is
 //! configured. Here a listed origin gets CORS headers and an unlisted one
 //! gets none (the browser then refuses the response to the script); the
-//! request itself is served as usual.
+//! request itself is served as usual. Applied by [`crate::middleware`].
 
 use std::collections::HashSet;
 
 use poem::http::{header, HeaderValue, Method, StatusCode};
-use poem::{Endpoint, IntoResponse, Middleware, Request, Response, Result};
+use poem::{IntoResponse, Request, Response};
 
 /// Methods the API uses.
 const ALLOW_METHODS: &str = "GET, POST, DELETE";
@@ -22,10 +22,22 @@ const EXPOSE_HEADERS: &str = "www-authenticate, retry-after";
 /// How long a browser may cache a preflight answer, in seconds.
 const MAX_AGE: &str = "600";
 
-/// The CORS middleware; a no-op when no origin is configured.
+/// The configured origins; with none, CORS is off and nothing is added.
 #[derive(Debug, Clone, Default)]
 pub struct SpaCors {
     origins: HashSet<String>,
+}
+
+/// What CORS decided for one request.
+pub enum Verdict {
+    /// CORS is off: leave the response alone.
+    Off,
+    /// Not a listed origin (or no `Origin`): serve it, add only `Vary`.
+    Unlisted,
+    /// A listed origin: add the CORS headers for it.
+    Listed(HeaderValue),
+    /// A preflight from a listed origin: answer it without routing.
+    Preflight(HeaderValue),
 }
 
 impl SpaCors {
@@ -40,76 +52,72 @@ impl SpaCors {
                 .collect(),
         }
     }
-}
 
-impl<E: Endpoint> Middleware<E> for SpaCors {
-    type Output = SpaCorsEndpoint<E>;
-
-    fn transform(&self, inner: E) -> Self::Output {
-        SpaCorsEndpoint {
-            inner,
-            origins: self.origins.clone(),
-        }
-    }
-}
-
-/// The endpoint produced by [`SpaCors`].
-pub struct SpaCorsEndpoint<E> {
-    inner: E,
-    origins: HashSet<String>,
-}
-
-impl<E: Endpoint> Endpoint for SpaCorsEndpoint<E> {
-    type Output = Response;
-
-    async fn call(&self, req: Request) -> Result<Response> {
+    /// Classifies a request.
+    pub fn verdict(&self, req: &Request) -> Verdict {
         if self.origins.is_empty() {
-            return Ok(self.inner.call(req).await?.into_response());
+            return Verdict::Off;
         }
-        let allowed = req
+        let listed = req
             .headers()
             .get(header::ORIGIN)
             .filter(|o| o.to_str().is_ok_and(|o| self.origins.contains(o)))
             .cloned();
-        let Some(origin) = allowed else {
-            let mut response = self.inner.call(req).await?.into_response();
-            response
-                .headers_mut()
-                .append(header::VARY, HeaderValue::from_static("Origin"));
-            return Ok(response);
-        };
+        match listed {
+            None => Verdict::Unlisted,
+            Some(origin)
+                if req.method() == Method::OPTIONS
+                    && req
+                        .headers()
+                        .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD) =>
+            {
+                Verdict::Preflight(origin)
+            }
+            Some(origin) => Verdict::Listed(origin),
+        }
+    }
+}
 
-        let is_preflight = req.method() == Method::OPTIONS
-            && req
-                .headers()
-                .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
-        let mut response = if is_preflight {
-            let mut r = StatusCode::NO_CONTENT.into_response();
-            let h = r.headers_mut();
-            h.insert(
-                header::ACCESS_CONTROL_ALLOW_METHODS,
-                HeaderValue::from_static(ALLOW_METHODS),
-            );
-            h.insert(
-                header::ACCESS_CONTROL_ALLOW_HEADERS,
-                HeaderValue::from_static(ALLOW_HEADERS),
-            );
-            h.insert(
-                header::ACCESS_CONTROL_MAX_AGE,
-                HeaderValue::from_static(MAX_AGE),
-            );
-            r
-        } else {
-            let mut r = self.inner.call(req).await?.into_response();
-            r.headers_mut().insert(
-                header::ACCESS_CONTROL_EXPOSE_HEADERS,
-                HeaderValue::from_static(EXPOSE_HEADERS),
-            );
-            r
+impl Verdict {
+    /// The answer to a preflight, if this is one.
+    pub fn preflight_response(&self) -> Option<Response> {
+        let Verdict::Preflight(_) = self else {
+            return None;
         };
+        let mut response = StatusCode::NO_CONTENT.into_response();
         let h = response.headers_mut();
-        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static(ALLOW_METHODS),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static(ALLOW_HEADERS),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static(MAX_AGE),
+        );
+        Some(response)
+    }
+
+    /// Adds the CORS headers this verdict calls for.
+    pub fn decorate(self, response: &mut Response) {
+        let h = response.headers_mut();
+        match self {
+            Verdict::Off => return,
+            Verdict::Unlisted => {}
+            Verdict::Listed(origin) => {
+                h.insert(
+                    header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                    HeaderValue::from_static(EXPOSE_HEADERS),
+                );
+                h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+            }
+            Verdict::Preflight(origin) => {
+                h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+            }
+        }
         h.append(header::VARY, HeaderValue::from_static("Origin"));
-        Ok(response)
     }
 }

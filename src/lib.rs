@@ -13,7 +13,8 @@
 //! - [`auth`]: JWT issue/verify, argon2id passwords, login throttling.
 //! - [`store`]: SQLite pool, migrations, users and the denylist.
 //! - [`error`]: every error answer, built in one place.
-//! - [`cors`]: CORS for the configured SPA origins.
+//! - [`middleware`]: state, body limit, CORS, JSON errors and the access log,
+//!   around every request; [`cors`]: CORS for the configured SPA origins.
 //! - [`state`]: the context shared by requests.
 
 pub mod api;
@@ -21,6 +22,7 @@ pub mod auth;
 pub mod config;
 pub mod cors;
 pub mod error;
+pub mod middleware;
 pub mod startup;
 pub mod state;
 pub mod store;

@@ -8,19 +8,17 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use poem::http::header;
 use poem::listener::TcpAcceptor;
-use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, Server};
+use poem::{Endpoint, Response, Route, Server};
 
 use crate::api;
-use crate::api::body::MAX_BODY_BYTES;
 use crate::auth::throttle::{Limits, LoginThrottle};
 use crate::auth::tokens::Tokens;
 use crate::config::{ConfigError, Settings};
 use crate::cors::SpaCors;
-use crate::error::{into_json_response, ApiError};
+use crate::middleware::Edge;
 use crate::state::AppState;
 use crate::store::{self, denylist, denylist::Denylist, pool, Readers};
 
@@ -133,57 +131,16 @@ impl Application {
     }
 }
 
-/// The whole HTTP app: API, documentation and the middleware around them.
+/// The whole HTTP app: API and documentation, inside [`Edge`].
 pub fn app(state: Arc<AppState>, settings: &Settings) -> impl Endpoint<Output = Response> {
     let api = api::service();
     let routes = Route::new()
         .nest("/docs", api.swagger_ui())
         .at("/openapi.json", api.spec_endpoint())
         .at("/openapi.yaml", api.spec_endpoint_yaml())
-        .nest("/", api)
-        .around(reject_oversized_bodies)
-        .catch_all_error(into_json_response);
-    routes
-        .with(SpaCors::new(
-            settings.cors_origins.iter().map(String::as_str),
-        ))
-        .data(state)
-        .around(log_request)
-}
-
-/// Answers `413` up front when `Content-Length` is over the limit; chunked
-/// bodies are cut off while being read (see [`crate::api::body`]).
-async fn reject_oversized_bodies<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> {
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
-        return Err(ApiError::PayloadTooLarge.into());
-    }
-    Ok(next.call(req).await?.into_response())
-}
-
-/// One line per request: method, path (never the query or headers, which may
-/// carry tokens), status and latency.
-async fn log_request<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> {
-    let started = Instant::now();
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let response = match next.call(req).await {
-        Ok(response) => response.into_response(),
-        Err(err) => into_json_response(err).await,
-    };
-    tracing::info!(
-        target: "tokengate::http",
-        %method,
-        path = %path,
-        status = response.status().as_u16(),
-        latency_us = started.elapsed().as_micros() as u64,
-        "request"
-    );
-    Ok(response)
+        .nest("/", api);
+    let cors = SpaCors::new(settings.cors_origins.iter().map(String::as_str));
+    Edge::new(routes, state, cors)
 }
 
 /// Deletes expired denylist rows and stale throttle counters every `every`.
