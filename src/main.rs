@@ -1,6 +1,9 @@
 //! The `tokengate` command: parse the command line and dispatch.
 
 use std::io::{BufRead, IsTerminal};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::process::ExitCode;
 use std::time::Duration;
 

@@ -146,3 +146,82 @@ fn new_jti() -> String {
     rand::rng().fill_bytes(&mut bytes);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const SECRET: &[u8] = b"unit-test-secret-0123456789abcdef-xyz";
+
+    fn tokens() -> Tokens {
+        Tokens::new(&Secret::new(SECRET), "tokengate", "tokengate", 3600, 30)
+    }
+
+    fn b64(bytes: &[u8]) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(10_000))]
+
+        /// Arbitrary text never panics the verifier and is never accepted.
+        #[test]
+        fn arbitrary_text_is_never_accepted(text in ".{0,300}") {
+            prop_assert!(tokens().verify(&text).is_err());
+        }
+
+        /// Three arbitrary base64url segments (JWT-shaped) are never accepted.
+        #[test]
+        fn arbitrary_jwt_shaped_input_is_never_accepted(
+            header in proptest::collection::vec(any::<u8>(), 0..80),
+            payload in proptest::collection::vec(any::<u8>(), 0..200),
+            signature in proptest::collection::vec(any::<u8>(), 0..40),
+        ) {
+            let token = format!("{}.{}.{}", b64(&header), b64(&payload), b64(&signature));
+            prop_assert!(tokens().verify(&token).is_err());
+        }
+
+        /// Any single-character change to a valid token makes it invalid.
+        #[test]
+        fn any_change_to_a_valid_token_is_rejected(position in any::<prop::sample::Index>(), replacement in "[A-Za-z0-9_.=-]") {
+            let verifier = tokens();
+            let token = verifier.issue(7).expect("signing works").token;
+            let i = position.index(token.len());
+            let mut changed = token.clone();
+            changed.replace_range(i..i + 1, &replacement);
+            prop_assume!(changed != token);
+            prop_assert!(verifier.verify(&changed).is_err(), "accepted {changed}");
+        }
+
+        /// Well-formed claims signed with any other key, or any algorithm other
+        /// than HS256 with our key, are rejected.
+        #[test]
+        fn tokens_not_signed_by_us_with_hs256_are_rejected(
+            other_key in proptest::collection::vec(any::<u8>(), 1..64),
+            algorithm in prop::sample::select(vec![Algorithm::HS256, Algorithm::HS384, Algorithm::HS512]),
+            sub in "[0-9]{1,6}",
+            jti in "[A-Za-z0-9_-]{1,40}",
+        ) {
+            prop_assume!(!(other_key.as_slice() == SECRET && algorithm == Algorithm::HS256));
+            let now = Utc::now().timestamp();
+            let claims = serde_json::json!({
+                "iss": "tokengate", "aud": "tokengate", "sub": sub, "jti": jti,
+                "iat": now, "nbf": now, "exp": now + 600,
+            });
+            let key = if algorithm == Algorithm::HS256 { other_key.as_slice() } else { SECRET };
+            let token = jsonwebtoken::encode(&Header::new(algorithm), &claims, &EncodingKey::from_secret(key))
+                .expect("signing works");
+            prop_assert!(tokens().verify(&token).is_err());
+        }
+    }
+
+    #[test]
+    fn a_token_we_issued_is_accepted() {
+        let verifier = tokens();
+        let issued = verifier.issue(7).expect("signing works");
+        let claims = verifier.verify(&issued.token).expect("valid");
+        assert_eq!(claims.sub, "7");
+        assert!(claims.jti.len() >= 22);
+    }
+}

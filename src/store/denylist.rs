@@ -12,14 +12,15 @@
 //! its own commit immediately (no waiting window); many concurrent clients
 //! share the cost of one fsync.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::thread;
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{pool, StoreError};
+use super::pool::LiveConnection;
+use super::StoreError;
 
 /// Most revocations written in one transaction.
 const MAX_BATCH: usize = 4096;
@@ -52,12 +53,11 @@ impl Denylist {
     /// not committed within `timeout` is answered as a failure (`503`); it may
     /// still commit later, which only errs on the side of revoking.
     pub fn start(path: &Path, timeout: Duration) -> Result<Self, StoreError> {
-        let conn = pool::connect(path, timeout)?;
+        let conn = LiveConnection::open(path, timeout)?;
         let (writer, queue) = mpsc::unbounded_channel();
-        let path: PathBuf = path.to_owned();
         thread::Builder::new()
             .name("denylist-writer".into())
-            .spawn(move || write_loop(conn, &path, timeout, queue))
+            .spawn(move || write_loop(conn, queue))
             .map_err(|e| StoreError::Task(e.to_string()))?;
         Ok(Self { writer, timeout })
     }
@@ -104,12 +104,7 @@ pub fn len(conn: &Connection) -> Result<i64, StoreError> {
     Ok(conn.query_row("SELECT count(*) FROM revoked_tokens", [], |row| row.get(0))?)
 }
 
-fn write_loop(
-    mut conn: Connection,
-    path: &Path,
-    timeout: Duration,
-    mut queue: mpsc::UnboundedReceiver<Request>,
-) {
+fn write_loop(mut live: LiveConnection, mut queue: mpsc::UnboundedReceiver<Request>) {
     while let Some(first) = queue.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -118,7 +113,8 @@ fn write_loop(
                 Err(_) => break,
             }
         }
-        match write_batch(&mut conn, &batch) {
+        // The path must still name the file we write to (see `pool`).
+        match live.get_mut().and_then(|conn| write_batch(conn, &batch)) {
             Ok(outcomes) => {
                 for (request, outcome) in batch.into_iter().zip(outcomes) {
                     let _ = request.reply.send(Ok(outcome));
@@ -129,11 +125,9 @@ fn write_loop(
                 for request in batch {
                     let _ = request.reply.send(Err(e.to_string()));
                 }
-                // The connection may be broken (file replaced, I/O error):
-                // start the next batch on a fresh one.
-                if let Ok(fresh) = pool::connect(path, timeout) {
-                    conn = fresh;
-                }
+                // The connection may be broken (I/O error, disk full): start
+                // the next batch on a fresh one.
+                live.reset();
             }
         }
     }

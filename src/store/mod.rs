@@ -35,6 +35,9 @@ pub enum StoreError {
     /// The denylist writer thread is gone (the service is shutting down).
     #[error("the denylist writer has stopped")]
     WriterStopped,
+    /// The database file is missing, or was replaced, at its path.
+    #[error("the database file is missing or was replaced")]
+    FileGone,
     /// The database did not answer within the configured time.
     #[error("the database did not answer within {0:?}")]
     Timeout(std::time::Duration),

@@ -1,18 +1,141 @@
-//! Opening the database: file permissions, per-connection pragmas and the
-//! r2d2 pool used by the request handlers.
+//! Opening the database: file permissions, per-connection pragmas, the r2d2
+//! pool used by the request handlers, and noticing when the file is gone.
+//!
+//! An open SQLite connection keeps working on a database file that has been
+//! deleted or replaced (it holds the old inode), so a revocation written then
+//! would be "durable" in a file nobody will ever open again. Every user of a
+//! connection therefore checks that the path still names the file it opened
+//! ([`FileId`]); if not, it answers `503` (fail closed) and reconnects once a
+//! database is back at the path.
 
 use std::fs;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use r2d2_sqlite::SqliteConnectionManager;
-use rusqlite::Connection;
+use rusqlite::{Connection, OpenFlags};
 
 use super::{migrations, StoreError};
 
-/// The pool of read/write connections shared by request handlers.
-pub type Pool = r2d2::Pool<SqliteConnectionManager>;
+/// Identity of a file on disk: (device, inode).
+pub type FileId = (u64, u64);
+
+/// The identity of the file at `path` now, if there is one.
+pub fn file_id(path: &Path) -> Option<FileId> {
+    fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// A pooled connection.
+pub type PooledConnection = r2d2::PooledConnection<SqliteConnectionManager>;
+
+/// The pool of read/write connections shared by request handlers, rebuilt
+/// when the database file has been replaced.
+#[derive(Clone)]
+pub struct Pool(Arc<Shared>);
+
+struct Shared {
+    path: PathBuf,
+    timeout: Duration,
+    current: RwLock<(r2d2::Pool<SqliteConnectionManager>, FileId)>,
+}
+
+impl Pool {
+    /// A connection to the file now at the path; `StoreError::FileGone` if
+    /// there is none. A replaced file gets a fresh pool.
+    pub fn get(&self) -> Result<PooledConnection, StoreError> {
+        let shared = &self.0;
+        let now = file_id(&shared.path).ok_or(StoreError::FileGone)?;
+        {
+            let current = shared.current.read().unwrap_or_else(|e| e.into_inner());
+            if current.1 == now {
+                return Ok(current.0.get()?);
+            }
+        }
+        let fresh = build_pool(
+            &shared.path,
+            shared.timeout,
+            OpenFlags::SQLITE_OPEN_READ_WRITE,
+        )?;
+        let conn = fresh.get()?;
+        *shared.current.write().unwrap_or_else(|e| e.into_inner()) = (fresh, now);
+        Ok(conn)
+    }
+}
+
+fn build_pool(
+    path: &Path,
+    timeout: Duration,
+    flags: OpenFlags,
+) -> Result<r2d2::Pool<SqliteConnectionManager>, r2d2::Error> {
+    let manager = SqliteConnectionManager::file(path)
+        .with_flags(flags | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI)
+        .with_init(move |conn: &mut Connection| configure(conn, timeout));
+    r2d2::Pool::builder()
+        .max_size(4)
+        .min_idle(Some(1))
+        .connection_timeout(timeout)
+        .test_on_check_out(false)
+        .build(manager)
+}
+
+/// A connection owned by one thread (a reader or the writer) that follows
+/// the file at its path: [`LiveConnection::get`] fails while the file is
+/// missing or replaced, and reconnects when a database is there again.
+pub struct LiveConnection {
+    path: PathBuf,
+    timeout: Duration,
+    conn: Option<(Connection, FileId)>,
+}
+
+impl LiveConnection {
+    /// Opens the database at `path` (it must exist).
+    pub fn open(path: &Path, timeout: Duration) -> Result<Self, StoreError> {
+        let mut live = Self {
+            path: path.to_owned(),
+            timeout,
+            conn: None,
+        };
+        live.get()?;
+        Ok(live)
+    }
+
+    /// The connection, if the path still names the file it has open.
+    pub fn get(&mut self) -> Result<&Connection, StoreError> {
+        let Some(now) = file_id(&self.path) else {
+            self.conn = None;
+            return Err(StoreError::FileGone);
+        };
+        if self.conn.as_ref().is_none_or(|(_, id)| *id != now) {
+            self.conn = None;
+            let conn = Connection::open_with_flags(
+                &self.path,
+                OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            configure(&conn, self.timeout)?;
+            self.conn = Some((conn, now));
+        }
+        match &mut self.conn {
+            Some((conn, _)) => Ok(conn),
+            None => Err(StoreError::FileGone),
+        }
+    }
+
+    /// The connection for a write transaction, with the same checks.
+    pub fn get_mut(&mut self) -> Result<&mut Connection, StoreError> {
+        self.get()?;
+        match &mut self.conn {
+            Some((conn, _)) => Ok(conn),
+            None => Err(StoreError::FileGone),
+        }
+    }
+
+    /// Drops the connection, so the next [`LiveConnection::get`] reconnects.
+    pub fn reset(&mut self) {
+        self.conn = None;
+    }
+}
 
 /// Why the database could not be opened at start.
 #[derive(Debug, thiserror::Error)]
@@ -69,13 +192,16 @@ pub fn open(path: &Path, timeout: Duration) -> Result<Pool, OpenError> {
     migrations::migrate(&mut conn).map_err(|e| fail(e.to_string()))?;
     drop(conn);
 
-    let manager = SqliteConnectionManager::file(path)
-        .with_init(move |conn: &mut Connection| configure(conn, timeout));
-    r2d2::Pool::builder()
-        .max_size(4)
-        .min_idle(Some(2))
-        .connection_timeout(timeout)
-        .test_on_check_out(false)
-        .build(manager)
-        .map_err(|e| fail(e.to_string()))
+    let id = file_id(path).ok_or_else(|| fail("the file disappeared while opening it".into()))?;
+    let pool = build_pool(
+        path,
+        timeout,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+    )
+    .map_err(|e| fail(e.to_string()))?;
+    Ok(Pool(Arc::new(Shared {
+        path: path.to_owned(),
+        timeout,
+        current: RwLock::new((pool, id)),
+    })))
 }

@@ -18,12 +18,14 @@ use crossbeam_channel::{Receiver, Sender};
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
-use super::{pool, StoreError};
+use super::pool::LiveConnection;
+use super::StoreError;
 
 /// Most jobs run in one read transaction.
 const MAX_BATCH: usize = 64;
 
-type Job = Box<dyn FnOnce(&Connection) + Send>;
+/// A job gets the connection, or `None` while the database file is gone.
+type Job = Box<dyn FnOnce(Option<&Connection>) + Send>;
 
 /// Handle on the reader threads.
 #[derive(Clone)]
@@ -39,7 +41,7 @@ impl Readers {
     pub fn start(path: &Path, threads: usize, timeout: Duration) -> Result<Self, StoreError> {
         let (queue, jobs) = crossbeam_channel::unbounded::<Job>();
         for index in 0..threads.max(1) {
-            let conn = pool::connect(path, timeout)?;
+            let conn = LiveConnection::open(path, timeout)?;
             let jobs = jobs.clone();
             thread::Builder::new()
                 .name(format!("db-reader-{index}"))
@@ -58,7 +60,11 @@ impl Readers {
         let (reply, answer) = oneshot::channel();
         let span = tracing::Span::current();
         let job: Job = Box::new(move |conn| {
-            let _ = reply.send(span.in_scope(|| work(conn)));
+            let result = match conn {
+                Some(conn) => span.in_scope(|| work(conn)),
+                None => Err(StoreError::FileGone),
+            };
+            let _ = reply.send(result);
         });
         self.queue
             .send(job)
@@ -71,7 +77,7 @@ impl Readers {
     }
 }
 
-fn read_loop(conn: Connection, jobs: Receiver<Job>) {
+fn read_loop(mut live: LiveConnection, jobs: Receiver<Job>) {
     while let Ok(first) = jobs.recv() {
         let mut batch = Vec::with_capacity(8);
         batch.push(first);
@@ -81,14 +87,25 @@ fn read_loop(conn: Connection, jobs: Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let shared = batch.len() > 1 && statement(&conn, "BEGIN").is_ok();
+        // One stat of the path per batch: a deleted or replaced file fails
+        // the batch (503) rather than being read through a stale handle.
+        let conn = match live.get() {
+            Ok(conn) => Some(conn),
+            Err(e) => {
+                tracing::warn!(error = %e, "database unavailable to readers");
+                None
+            }
+        };
+        let shared = batch.len() > 1 && conn.is_some_and(|c| statement(c, "BEGIN").is_ok());
         for job in batch {
             // A panicking job loses only its own answer (its caller gets an
             // error, i.e. 503), not the thread.
-            let _ = catch_unwind(AssertUnwindSafe(|| job(&conn)));
+            let _ = catch_unwind(AssertUnwindSafe(|| job(conn)));
         }
-        if shared && statement(&conn, "COMMIT").is_err() {
-            let _ = statement(&conn, "ROLLBACK");
+        if let Some(conn) = conn.filter(|_| shared) {
+            if statement(conn, "COMMIT").is_err() {
+                let _ = statement(conn, "ROLLBACK");
+            }
         }
     }
 }

@@ -7,6 +7,7 @@ mod cors;
 mod crash;
 mod current_user;
 mod errors;
+mod fuzz;
 mod health;
 mod helpers;
 mod login;
