@@ -13,7 +13,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use tokio::sync::Notify;
 
-use crate::helpers::{forge, tokengate, valid_claims, PASSWORD, TEST_SECRET};
+use crate::helpers::{forge, tokengate, valid_claims, wait_with_deadline, PASSWORD, TEST_SECRET};
 
 /// A `tokengate serve` child process and the address it listens on.
 struct ServerProcess {
@@ -50,6 +50,24 @@ impl ServerProcess {
         self.child.kill().expect("SIGKILL");
         self.child.wait().expect("reaped");
     }
+
+    /// Sends SIGTERM and waits (bounded) for the process to exit.
+    fn terminate(self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success());
+        wait_with_deadline(self.child, Duration::from_secs(30)).status
+    }
+}
+
+/// How the server is stopped mid-stream.
+#[derive(Clone, Copy)]
+enum Stop {
+    Kill,
+    Terminate,
 }
 
 async fn register(client: &reqwest::Client, address: &str) -> i64 {
@@ -68,10 +86,11 @@ async fn register(client: &reqwest::Client, address: &str) -> i64 {
 /// Fires logouts of distinct tokens from 16 concurrent clients and SIGKILLs
 /// the server once `kill_after` of them have been answered 204. Returns the
 /// acknowledged tokens and every token that was sent.
-async fn logouts_until_killed(
+async fn logouts_until_stopped(
     server: ServerProcess,
     user_id: i64,
     kill_after: usize,
+    stop: Stop,
 ) -> (Vec<String>, Vec<String>) {
     let tokens: Vec<String> = (0..kill_after * 4 + 64)
         .map(|_| forge(&valid_claims(user_id)))
@@ -121,7 +140,13 @@ async fn logouts_until_killed(
         }));
     }
     reached.notified().await;
-    server.kill();
+    match stop {
+        Stop::Kill => server.kill(),
+        Stop::Terminate => {
+            let status = server.terminate();
+            assert!(status.success(), "SIGTERM is a clean exit, got {status}");
+        }
+    }
     for worker in workers {
         worker.await.expect("worker did not panic");
     }
@@ -137,7 +162,8 @@ async fn acknowledged_logouts_survive_sigkill_at_several_points() {
         let client = reqwest::Client::new();
         let user_id = register(&client, &server.address).await;
 
-        let (acknowledged, sent) = logouts_until_killed(server, user_id, kill_after).await;
+        let (acknowledged, sent) =
+            logouts_until_stopped(server, user_id, kill_after, Stop::Kill).await;
         assert!(acknowledged.len() >= kill_after);
 
         let restarted = ServerProcess::start(dir.path());
@@ -180,4 +206,32 @@ async fn acknowledged_logouts_survive_sigkill_at_several_points() {
             .unwrap();
         assert!(rows as usize >= acknowledged.len() && rows as usize <= sent.len());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_under_load_finishes_in_flight_logouts_and_loses_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let client = reqwest::Client::new();
+    let user_id = register(&client, &server.address).await;
+
+    // Workers assert every answer they get is a 204: in-flight requests are
+    // finished during the graceful shutdown, later ones cannot connect.
+    let (acknowledged, _) = logouts_until_stopped(server, user_id, 40, Stop::Terminate).await;
+
+    let restarted = ServerProcess::start(dir.path());
+    for token in &acknowledged {
+        let response = client
+            .get(format!("{}/api/v1/user", restarted.address))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::UNAUTHORIZED,
+            "acknowledged logout lost"
+        );
+    }
+    restarted.kill();
 }

@@ -7,6 +7,7 @@ mod cors;
 mod crash;
 mod current_user;
 mod errors;
+mod faults;
 mod fuzz;
 mod health;
 mod helpers;
