@@ -6,11 +6,12 @@
 //! boxed per request, which showed up as a measurable share of the CPU spent
 //! on the authenticated read.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use poem::error::ResponseError;
-use poem::http::header;
+use poem::http::{header, HeaderValue, StatusCode};
 use poem::{Endpoint, IntoResponse, Request, Response, Result};
 
 use crate::api::body::MAX_BODY_BYTES;
@@ -23,12 +24,24 @@ pub struct Edge<E> {
     inner: E,
     state: Arc<AppState>,
     cors: SpaCors,
+    allow: HashMap<String, HeaderValue>,
 }
 
 impl<E> Edge<E> {
-    /// Wraps `inner` (the route tree).
-    pub fn new(inner: E, state: Arc<AppState>, cors: SpaCors) -> Self {
-        Self { inner, state, cors }
+    /// Wraps `inner` (the route tree). `allow` maps each path to the methods
+    /// it accepts, for the `Allow` header every `405` must carry (RFC 9110).
+    pub fn new(
+        inner: E,
+        state: Arc<AppState>,
+        cors: SpaCors,
+        allow: HashMap<String, HeaderValue>,
+    ) -> Self {
+        Self {
+            inner,
+            state,
+            cors,
+            allow,
+        }
     }
 }
 
@@ -53,6 +66,13 @@ impl<E: Endpoint> Endpoint for Edge<E> {
                 Err(err) => into_json_response(err).await,
             }
         };
+        if response.status() == StatusCode::METHOD_NOT_ALLOWED {
+            if let Some(methods) = self.allow.get(&path) {
+                response
+                    .headers_mut()
+                    .insert(header::ALLOW, methods.clone());
+            }
+        }
         cors.decorate(&mut response);
 
         // Method and path only: never the query or headers, which may carry tokens.

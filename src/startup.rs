@@ -5,11 +5,13 @@
 //! port 0 and read the real port from [`Application::local_addr`]; `main` and
 //! the tests start the server the same way, with [`Application::run_until`].
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use poem::http::HeaderValue;
 use poem::listener::TcpAcceptor;
 use poem::{Endpoint, Response, Route, Server};
 
@@ -140,7 +142,29 @@ pub fn app(state: Arc<AppState>, settings: &Settings) -> impl Endpoint<Output = 
         .at("/openapi.yaml", api.spec_endpoint_yaml())
         .nest("/", api);
     let cors = SpaCors::new(settings.cors_origins.iter().map(String::as_str));
-    Edge::new(routes, state, cors)
+    Edge::new(routes, state, cors, allowed_methods())
+}
+
+/// Path -> the methods the OpenAPI document gives it, e.g. `"GET"`, read
+/// from the document itself so it cannot drift from the routes.
+fn allowed_methods() -> HashMap<String, HeaderValue> {
+    let spec: serde_json::Value = serde_json::from_str(&api::service().spec()).unwrap_or_default();
+    let mut allow = HashMap::new();
+    if let Some(paths) = spec["paths"].as_object() {
+        for (path, operations) in paths {
+            let methods: Vec<String> = operations
+                .as_object()
+                .map(|ops| ops.keys().map(|m| m.to_ascii_uppercase()).collect())
+                .unwrap_or_default();
+            if let Ok(value) = HeaderValue::from_str(&methods.join(", ")) {
+                allow.insert(path.clone(), value);
+            }
+        }
+    }
+    for path in ["/openapi.json", "/openapi.yaml", "/docs", "/docs/"] {
+        allow.insert(path.to_owned(), HeaderValue::from_static("GET"));
+    }
+    allow
 }
 
 /// Deletes expired denylist rows and stale throttle counters every `every`.

@@ -97,14 +97,15 @@ async fn unknown_route_answers_404_json() {
 #[tokio::test]
 async fn wrong_method_answers_405_json() {
     let app = spawn_app().await;
-    for (method, path) in [
-        (Method::GET, "/api/v1/login"),
-        (Method::GET, "/api/v1/register"),
-        (Method::POST, "/api/v1/user"),
-        (Method::PUT, "/api/v1/user"),
-        (Method::GET, "/api/v1/logout"),
-        (Method::POST, "/api/v1/logout"),
-        (Method::DELETE, "/health"),
+    for (method, path, allow) in [
+        (Method::GET, "/api/v1/login", "POST"),
+        (Method::GET, "/api/v1/register", "POST"),
+        (Method::POST, "/api/v1/user", "GET"),
+        (Method::PUT, "/api/v1/user", "GET"),
+        (Method::GET, "/api/v1/logout", "DELETE"),
+        (Method::POST, "/api/v1/logout", "DELETE"),
+        (Method::DELETE, "/health", "GET"),
+        (Method::TRACE, "/health", "GET"),
     ] {
         let response = app
             .client
@@ -112,6 +113,12 @@ async fn wrong_method_answers_405_json() {
             .send()
             .await
             .unwrap();
+        // RFC 9110: a 405 lists the methods the resource does accept.
+        assert_eq!(
+            response.headers().get("allow").map(|v| v.to_str().unwrap()),
+            Some(allow),
+            "{method} {path}"
+        );
         assert_error(
             response,
             StatusCode::METHOD_NOT_ALLOWED,
