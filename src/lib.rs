@@ -16,12 +16,14 @@
 //! - [`middleware`]: state, body limit, CORS, JSON errors and the access log,
 //!   around every request; [`cors`]: CORS for the configured SPA origins.
 //! - [`state`]: the context shared by requests.
+//! - [`logging`]: the buffered log writer.
 
 pub mod api;
 pub mod auth;
 pub mod config;
 pub mod cors;
 pub mod error;
+pub mod logging;
 pub mod middleware;
 pub mod startup;
 pub mod state;

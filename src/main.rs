@@ -12,6 +12,7 @@ use tokengate::api::body::{check_email, check_length};
 use tokengate::auth::password;
 use tokengate::config::Settings;
 use tokengate::error::FieldErrors;
+use tokengate::logging;
 use tokengate::startup::Application;
 use tokengate::store::{denylist, pool, users};
 
@@ -89,11 +90,10 @@ fn main() -> ExitCode {
 }
 
 fn serve(settings: Settings) -> Result<(), String> {
-    // Log lines are written by a background thread, so a slow or blocked
-    // stdout never stalls a request. It writes whatever has queued in one
-    // buffered write (not one syscall per line); the guard flushes at exit.
-    let stdout = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout());
-    let (writer, _flush_guard) = tracing_appender::non_blocking(stdout);
+    // Log lines are buffered and written by a background thread (see
+    // `tokengate::logging`); the guard flushes them at exit.
+    let (writer, _flush_guard) =
+        logging::buffered_stdout().map_err(|e| format!("cannot start the log writer: {e}"))?;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

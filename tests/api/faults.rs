@@ -110,9 +110,12 @@ async fn lock_held_by_another_process_gives_503_within_the_timeout_and_reads_go_
 
     release_tx.send(()).unwrap();
     holder.join().unwrap();
-    assert_eq!(
-        app.logout_with(&token).await.status(),
-        StatusCode::NO_CONTENT
+    // The timed-out revocation may still have committed once the lock was
+    // released (erring on the side of revoking): then this is a 401.
+    let status = app.logout_with(&token).await.status();
+    assert!(
+        status == StatusCode::NO_CONTENT || status == StatusCode::UNAUTHORIZED,
+        "{status}"
     );
     assert_eq!(
         app.current_user_with(&token).await.status(),
