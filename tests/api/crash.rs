@@ -235,3 +235,45 @@ async fn sigterm_under_load_finishes_in_flight_logouts_and_loses_none() {
     }
     restarted.kill();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_through_one_process_is_honoured_by_another_on_the_same_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = ServerProcess::start(dir.path());
+    let second = ServerProcess::start(dir.path());
+    let client = reqwest::Client::new();
+    let user_id = register(&client, &first.address).await;
+    let token = forge(&valid_claims(user_id));
+    let user = |address: &str| {
+        client
+            .get(format!("{address}/api/v1/user"))
+            .bearer_auth(&token)
+            .send()
+    };
+    assert_eq!(
+        user(&second.address).await.unwrap().status(),
+        StatusCode::OK
+    );
+
+    let response = client
+        .delete(format!("{}/api/v1/logout", first.address))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    // No cache anywhere: the very next request to the other process sees it.
+    assert_eq!(
+        user(&second.address).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let again = client
+        .delete(format!("{}/api/v1/logout", second.address))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::UNAUTHORIZED);
+    first.kill();
+    second.kill();
+}
