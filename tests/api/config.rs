@@ -121,3 +121,15 @@ async fn cors_is_off_by_default() {
         .get(ACCESS_CONTROL_ALLOW_ORIGIN)
         .is_none());
 }
+
+#[tokio::test]
+async fn database_files_are_created_with_mode_0600() {
+    let app = spawn_app().await;
+    let _ = app.user_with_token("modes@example.com").await;
+    let db = app.db_path();
+    for suffix in ["", "-wal", "-shm"] {
+        let path = format!("{}{suffix}", db.display());
+        let metadata = std::fs::metadata(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(metadata.permissions().mode() & 0o777, 0o600, "{path}");
+    }
+}

@@ -304,3 +304,32 @@ async fn authorization_header_of_64_kib_gets_a_4xx_and_the_server_keeps_serving(
     app.assert_still_serving().await;
     assert_eq!(app.current_user_with(&token).await.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn deeply_nested_json_answers_400_and_the_server_keeps_serving() {
+    let app = spawn_app().await;
+    for depth in [200, 20_000] {
+        let body = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        let response = app
+            .post_raw("/api/v1/login", Some("application/json"), body)
+            .await;
+        assert_error(response, StatusCode::BAD_REQUEST, "bad_request").await;
+    }
+    app.assert_still_serving().await;
+}
+
+#[tokio::test]
+async fn headers_far_over_the_limit_get_a_4xx_and_the_server_keeps_serving() {
+    let app = spawn_app().await;
+    let result = app
+        .client
+        .get(app.url("/api/v1/user"))
+        .header(AUTHORIZATION, format!("Bearer {}", "a".repeat(1024 * 1024)))
+        .send()
+        .await;
+    // hyper answers 431 (or closes the connection) before any handler runs.
+    if let Ok(response) = result {
+        assert!(response.status().is_client_error(), "{}", response.status());
+    }
+    app.assert_still_serving().await;
+}
