@@ -113,3 +113,44 @@ fn read_loop(mut live: LiveConnection, jobs: Receiver<Job>) {
 fn statement(conn: &Connection, sql: &str) -> rusqlite::Result<usize> {
     conn.prepare_cached(sql)?.execute([])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::pool;
+
+    #[tokio::test]
+    async fn a_read_queued_behind_a_stuck_one_fails_within_the_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let timeout = Duration::from_millis(200);
+        drop(pool::open(&path, timeout).unwrap());
+        let readers = Readers::start(&path, 1, timeout).unwrap();
+
+        // Occupy the only reader thread with a read stuck for a second.
+        let stuck = readers.clone();
+        let (started, running) = oneshot::channel();
+        let blocker = tokio::spawn(async move {
+            stuck
+                .run(move |_| {
+                    let _ = started.send(());
+                    std::thread::sleep(Duration::from_secs(1));
+                    Ok(())
+                })
+                .await
+        });
+        running.await.unwrap();
+
+        let started = std::time::Instant::now();
+        let queued = readers
+            .run(|conn| super::super::denylist::is_revoked(conn, "x"))
+            .await;
+        assert!(matches!(queued, Err(StoreError::Timeout(_))), "{queued:?}");
+        assert!(started.elapsed() < Duration::from_millis(800));
+        // The stuck read itself also gave up instead of hanging its caller.
+        assert!(matches!(
+            blocker.await.unwrap(),
+            Err(StoreError::Timeout(_))
+        ));
+    }
+}
