@@ -118,6 +118,7 @@ pub struct Settings {
         long,
         env = "TOKENGATE_REGISTRATION",
         value_enum,
+        ignore_case = true,
         default_value = "open",
         global = true
     )]
