@@ -143,52 +143,41 @@ fn register_scheme(registry: &mut Registry) {
     );
 }
 
-impl<'a> ApiExtractor<'a> for BearerAuth {
-    const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::SecurityScheme];
+/// Implements poem-openapi's extractor for a type built from [`authenticate`]:
+/// both types are the `bearerAuth` scheme in the document.
+macro_rules! bearer_extractor {
+    ($ty:ty, $need:expr, |$claims:ident, $user:ident| $build:expr) => {
+        impl<'a> ApiExtractor<'a> for $ty {
+            const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::SecurityScheme];
 
-    type ParamType = ();
-    type ParamRawType = ();
+            type ParamType = ();
+            type ParamRawType = ();
 
-    fn register(registry: &mut Registry) {
-        register_scheme(registry);
-    }
+            fn register(registry: &mut Registry) {
+                register_scheme(registry);
+            }
 
-    fn security_schemes() -> Vec<&'static str> {
-        vec![SCHEME_NAME]
-    }
+            fn security_schemes() -> Vec<&'static str> {
+                vec![SCHEME_NAME]
+            }
 
-    async fn from_request(
-        request: &'a Request,
-        _body: &mut RequestBody,
-        _param_opts: ExtractParamOptions<Self::ParamType>,
-    ) -> poem::Result<Self> {
-        let (claims, _) = authenticate(request, Need::Token).await?;
-        Ok(BearerAuth(claims))
-    }
-}
-
-impl<'a> ApiExtractor<'a> for BearerUser {
-    const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::SecurityScheme];
-
-    type ParamType = ();
-    type ParamRawType = ();
-
-    fn register(registry: &mut Registry) {
-        register_scheme(registry);
-    }
-
-    fn security_schemes() -> Vec<&'static str> {
-        vec![SCHEME_NAME]
-    }
-
-    async fn from_request(
-        request: &'a Request,
-        _body: &mut RequestBody,
-        _param_opts: ExtractParamOptions<Self::ParamType>,
-    ) -> poem::Result<Self> {
-        match authenticate(request, Need::User).await? {
-            (claims, Some(user)) => Ok(BearerUser { claims, user }),
-            (_, None) => Err(ApiError::InvalidToken("the token's user no longer exists").into()),
+            async fn from_request(
+                request: &'a Request,
+                _body: &mut RequestBody,
+                _param_opts: ExtractParamOptions<Self::ParamType>,
+            ) -> poem::Result<Self> {
+                let ($claims, $user) = authenticate(request, $need).await?;
+                $build
+            }
         }
-    }
+    };
 }
+
+bearer_extractor!(BearerAuth, Need::Token, |claims, _user| Ok(BearerAuth(
+    claims
+)));
+
+bearer_extractor!(BearerUser, Need::User, |claims, user| match user {
+    Some(user) => Ok(BearerUser { claims, user }),
+    None => Err(ApiError::InvalidToken("the token's user no longer exists").into()),
+});
