@@ -201,3 +201,39 @@ async fn full_disk_gives_503_on_logout_and_recovers_when_space_is_freed() {
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn unreadable_database_gives_503_and_service_recovers_when_it_is_restored() {
+    // Permissions do not stop root (CI runs as root), so "unreadable" here is
+    // a file at the path that is not a database any more.
+    let app = spawn_app_with(|s| s.db_timeout_ms = 500).await;
+    let (_, token) = app.user_with_token("unreadable@example.com").await;
+    let db = app.db_path();
+    let backup = db.with_extension("backup");
+    app.db()
+        .execute("VACUUM INTO ?1", [backup.to_str().unwrap()])
+        .unwrap();
+
+    let garbage = db.with_extension("garbage");
+    std::fs::write(&garbage, vec![0x5a; 64 * 1024]).unwrap();
+    std::fs::rename(&garbage, &db).unwrap();
+    assert_unavailable(&app, &token).await;
+    assert_error(
+        app.login("unreadable@example.com", crate::helpers::PASSWORD)
+            .await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "service_unavailable",
+    )
+    .await;
+
+    std::fs::rename(&backup, &db).unwrap();
+    assert_eq!(app.current_user_with(&token).await.status(), StatusCode::OK);
+    assert_eq!(
+        app.logout_with(&token).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        app.current_user_with(&token).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
