@@ -1,9 +1,11 @@
-//! SQLite storage: the connection pool and its pragmas ([`pool`]), versioned
-//! schema migrations ([`migrations`]), users ([`users`]) and the revocation
-//! denylist ([`denylist`]).
+//! SQLite storage: the connection pool, its pragmas and file tracking
+//! ([`pool`]), versioned schema migrations ([`migrations`]), users
+//! ([`users`]), the revocation denylist ([`denylist`]) and the reader threads
+//! that serve the per-request lookups ([`reader`]).
 //!
-//! Everything here is blocking; callers run it on blocking threads
-//! (`tokio::task::spawn_blocking`) or on the denylist's own writer thread.
+//! Everything here is blocking; callers run it on the reader threads, the
+//! denylist's writer thread or tokio's blocking pool, never on an executor
+//! thread.
 
 pub mod denylist;
 pub mod migrations;
