@@ -22,10 +22,14 @@ use crate::config::{ConfigError, Settings};
 use crate::cors::SpaCors;
 use crate::middleware::Edge;
 use crate::state::AppState;
+use crate::store::changes::{Changes, LookupCache};
 use crate::store::{self, denylist, denylist::Denylist, pool, Readers};
 
 /// Threads serving the per-request database reads (see [`crate::store::reader`]).
 const READER_THREADS: usize = 2;
+
+/// Most tokens whose lookup answers are remembered (a few hundred bytes each).
+const LOOKUP_CACHE_TOKENS: usize = 16_384;
 
 /// How long in-flight requests may take to finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -70,6 +74,10 @@ impl Application {
         let secret = settings.load_secret()?;
         let denylist = Denylist::start(&settings.database, timeout)?;
         let readers = Readers::start(&settings.database, READER_THREADS, timeout)?;
+        let changes = Changes::open(&settings.database);
+        if changes.is_none() {
+            tracing::warn!("cannot map the WAL index; every request will query the denylist");
+        }
         let listener = std::net::TcpListener::bind(settings.bind)
             .map_err(|e| StartupError::Bind(settings.bind, e))?;
         listener
@@ -81,6 +89,8 @@ impl Application {
         let state = Arc::new(AppState {
             pool,
             readers,
+            changes,
+            lookups: LookupCache::new(LOOKUP_CACHE_TOKENS),
             denylist,
             tokens: Tokens::new(
                 &secret,

@@ -3,6 +3,7 @@
 use crate::auth::throttle::LoginThrottle;
 use crate::auth::tokens::Tokens;
 use crate::config::Registration;
+use crate::store::changes::{Changes, LookupCache};
 use crate::store::denylist::Denylist;
 use crate::store::{Pool, Readers};
 
@@ -12,6 +13,11 @@ pub struct AppState {
     pub pool: Pool,
     /// Reader threads for the per-request lookups (denylist, user, health).
     pub readers: Readers,
+    /// The database's version, read from its shared memory (`None`: unknown,
+    /// nothing is cached).
+    pub changes: Option<Changes>,
+    /// Per-token lookup answers, valid for one database version.
+    pub lookups: LookupCache,
     /// The revocation denylist.
     pub denylist: Denylist,
     /// Token signer and verifier.

@@ -17,6 +17,7 @@ use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions};
 use crate::auth::tokens::{TokenError, VerifiedClaims};
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::store::changes::{Changes, Lookup};
 use crate::store::denylist;
 use crate::store::users::{self, User};
 
@@ -60,7 +61,9 @@ enum Need {
 }
 
 /// Checks a request's token: the only code path that accepts one. The
-/// denylist lookup (and the user, when needed) is one job on a reader thread.
+/// denylist lookup (and the user, when needed) is one job on a reader thread,
+/// unless the same lookup was answered at the database's current version
+/// (see [`crate::store::changes`]).
 async fn authenticate(
     request: &Request,
     need: Need,
@@ -89,26 +92,43 @@ async fn authenticate(
                 .map_err(|_| ApiError::InvalidToken("the access token is invalid"))?,
         ),
     };
-    let jti = claims.jti.clone();
-    // Fail closed: a denylist that cannot be read is a 503 (via `?`), never a pass.
-    let lookup = state
-        .readers
-        .run(move |conn| {
-            if denylist::is_revoked(conn, &jti)? {
-                return Ok(None);
+    // The version is read before the lookup runs: if anything commits in
+    // between, the answer is remembered under an already-stale version.
+    let version = state.changes.as_ref().and_then(Changes::version);
+    let cached = version.and_then(|v| state.lookups.get(v, &claims.jti, user_id));
+    let lookup = match cached {
+        Some(lookup) => lookup,
+        None => {
+            let jti = claims.jti.clone();
+            // Fail closed: a denylist that cannot be read is a 503 (via `?`).
+            let lookup = state
+                .readers
+                .run(move |conn| {
+                    if denylist::is_revoked(conn, &jti)? {
+                        return Ok(Lookup::Revoked);
+                    }
+                    match user_id {
+                        Some(id) => Ok(Lookup::Valid(users::find_by_id(conn, id)?)),
+                        None => Ok(Lookup::Valid(None)),
+                    }
+                })
+                .await?;
+            // Only reads are worth remembering: a token checked for logout is
+            // about to be revoked anyway.
+            if let Some(v) = version.filter(|_| need == Need::User) {
+                state
+                    .lookups
+                    .put(v, claims.jti.clone(), user_id, lookup.clone());
             }
-            match user_id {
-                Some(id) => Ok(Some(users::find_by_id(conn, id)?)),
-                None => Ok(Some(None)),
-            }
-        })
-        .await?;
+            lookup
+        }
+    };
     match lookup {
-        None => Err(ApiError::InvalidToken("the access token has been revoked")),
-        Some(None) if need == Need::User => {
+        Lookup::Revoked => Err(ApiError::InvalidToken("the access token has been revoked")),
+        Lookup::Valid(None) if need == Need::User => {
             Err(ApiError::InvalidToken("the token's user no longer exists"))
         }
-        Some(user) => Ok((claims, user)),
+        Lookup::Valid(user) => Ok((claims, user)),
     }
 }
 

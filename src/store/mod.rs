@@ -1,12 +1,14 @@
 //! SQLite storage: the connection pool, its pragmas and file tracking
 //! ([`pool`]), versioned schema migrations ([`migrations`]), users
 //! ([`users`]), the revocation denylist ([`denylist`]) and the reader threads
-//! that serve the per-request lookups ([`reader`]).
+//! that serve the per-request lookups ([`reader`]), whose answers are
+//! remembered while the database has not changed ([`changes`]).
 //!
 //! Everything here is blocking; callers run it on the reader threads, the
 //! denylist's writer thread or tokio's blocking pool, never on an executor
 //! thread.
 
+pub mod changes;
 pub mod denylist;
 pub mod migrations;
 pub mod pool;

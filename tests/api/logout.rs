@@ -224,3 +224,24 @@ async fn expired_revocations_are_purged_periodically() {
     assert_eq!(count(&live), 1, "an unexpired revocation is kept");
     assert_invalid_token(app.current_user_with(&token).await).await;
 }
+
+#[tokio::test]
+async fn a_token_used_just_before_it_is_revoked_elsewhere_is_rejected_right_after() {
+    // Reads of a token may be answered from the lookup cache; a revocation
+    // committed by anyone (here: another connection, as another tokengate
+    // process would) must make the very next read miss it.
+    let app = spawn_app().await;
+    let (_, token) = app.user_with_token("cached@example.com").await;
+    for _ in 0..3 {
+        assert_eq!(app.current_user_with(&token).await.status(), StatusCode::OK);
+    }
+    let jti = claims_of(&token)["jti"].as_str().unwrap().to_owned();
+    app.db()
+        .execute(
+            "INSERT INTO revoked_tokens (jti, expires_at) VALUES (?1, ?2)",
+            rusqlite::params![jti, now() + 3600],
+        )
+        .unwrap();
+    assert_invalid_token(app.current_user_with(&token).await).await;
+    assert_invalid_token(app.logout_with(&token).await).await;
+}
