@@ -19,7 +19,9 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::Instant;
 
 use memmap2::Mmap;
 
@@ -32,11 +34,19 @@ const I_CHANGE: usize = 8;
 const IS_INIT: usize = 12;
 const MX_FRAME: usize = 16;
 
+/// How often, at most, the database path is checked with `stat`.
+const RECHECK_FILE_US: u64 = 1_000;
+
 /// Watches the database's version through its `-shm` file.
 pub struct Changes {
     db: PathBuf,
     db_id: FileId,
     map: Mmap,
+    started: Instant,
+    /// When the path was last checked, in µs since `started` (0: never).
+    checked_at: AtomicU64,
+    /// Whether the path named the mapped database at that check.
+    file_ok: AtomicBool,
 }
 
 impl Changes {
@@ -54,19 +64,38 @@ impl Changes {
             db: db.to_owned(),
             db_id,
             map,
+            started: Instant::now(),
+            checked_at: AtomicU64::new(0),
+            file_ok: AtomicBool::new(true),
         })
     }
 
     /// The database's current version, or `None` when it cannot be known
     /// for sure (file gone or replaced, header being written).
     pub fn version(&self) -> Option<u64> {
-        if file_id(&self.db)? != self.db_id {
+        if !self.same_file() {
             return None;
         }
         let first = self.read_header(0)?;
-        std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+        fence(Ordering::Acquire);
         let second = self.read_header(HEADER_COPY)?;
         (first == second).then_some(first)
+    }
+
+    /// Whether the path still names the mapped database. The `stat` behind it
+    /// runs at most once per [`RECHECK_FILE_US`]: under load that is a tiny
+    /// fraction of requests, and a file removed or replaced is noticed within
+    /// a millisecond (until then answers are those of the moment before).
+    fn same_file(&self) -> bool {
+        let now = (self.started.elapsed().as_micros() as u64).max(1);
+        let checked = self.checked_at.load(Ordering::Acquire);
+        if checked != 0 && now.saturating_sub(checked) < RECHECK_FILE_US {
+            return self.file_ok.load(Ordering::Acquire);
+        }
+        let ok = file_id(&self.db) == Some(self.db_id);
+        self.file_ok.store(ok, Ordering::Release);
+        self.checked_at.store(now, Ordering::Release);
+        ok
     }
 
     fn read_header(&self, base: usize) -> Option<u64> {
