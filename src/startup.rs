@@ -57,6 +57,7 @@ pub struct Application {
     local_addr: SocketAddr,
     state: Arc<AppState>,
     settings: Settings,
+    writer: std::thread::JoinHandle<()>,
 }
 
 impl Application {
@@ -72,7 +73,7 @@ impl Application {
         let timeout = Duration::from_millis(settings.db_timeout_ms);
         let pool = pool::open(&settings.database, timeout)?;
         let secret = settings.load_secret()?;
-        let denylist = Denylist::start(&settings.database, timeout)?;
+        let (denylist, writer) = Denylist::start(&settings.database, timeout)?;
         let readers = Readers::start(&settings.database, READER_THREADS, timeout)?;
         let changes = Changes::open(&settings.database);
         if changes.is_none() {
@@ -114,6 +115,7 @@ impl Application {
             local_addr,
             state,
             settings,
+            writer,
         })
     }
 
@@ -138,6 +140,14 @@ impl Application {
             .run_with_graceful_shutdown(app, shutdown, Some(SHUTDOWN_GRACE))
             .await;
         purge.abort();
+        let _ = purge.await;
+        // Every handle on the state is gone now: the revocation writer commits
+        // what is queued, checkpoints the WAL and stops; wait for it.
+        let writer = self.writer;
+        let joined = tokio::task::spawn_blocking(move || writer.join());
+        if tokio::time::timeout(SHUTDOWN_GRACE, joined).await.is_err() {
+            tracing::warn!("the denylist writer did not stop in time");
+        }
         tracing::info!("stopped");
         result
     }

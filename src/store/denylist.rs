@@ -13,7 +13,7 @@
 //! share the cost of one fsync.
 
 use std::path::Path;
-use std::thread;
+use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -52,14 +52,19 @@ impl Denylist {
     /// Starts the writer thread on its own connection to `path`. A revocation
     /// not committed within `timeout` is answered as a failure (`503`); it may
     /// still commit later, which only errs on the side of revoking.
-    pub fn start(path: &Path, timeout: Duration) -> Result<Self, StoreError> {
+    ///
+    /// The returned handle finishes when every clone of the `Denylist` is
+    /// gone: the writer then commits what is queued, checkpoints the WAL into
+    /// the database file (so the next start does not have to replay it) and
+    /// stops.
+    pub fn start(path: &Path, timeout: Duration) -> Result<(Self, JoinHandle<()>), StoreError> {
         let conn = LiveConnection::open(path, timeout)?;
         let (writer, queue) = mpsc::unbounded_channel();
-        thread::Builder::new()
+        let thread = thread::Builder::new()
             .name("denylist-writer".into())
             .spawn(move || write_loop(conn, queue))
             .map_err(|e| StoreError::Task(e.to_string()))?;
-        Ok(Self { writer, timeout })
+        Ok((Self { writer, timeout }, thread))
     }
 
     /// Adds `jti` (expiring at `expires_at`, Unix seconds) to the denylist and
@@ -129,6 +134,12 @@ fn write_loop(mut live: LiveConnection, mut queue: mpsc::UnboundedReceiver<Reque
                 // the next batch on a fresh one.
                 live.reset();
             }
+        }
+    }
+    // Shutting down: fold the WAL into the database file.
+    if let Ok(conn) = live.get() {
+        if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
+            tracing::warn!(error = %e, "final WAL checkpoint failed");
         }
     }
 }
