@@ -41,6 +41,9 @@ const RECHECK_FILE_US: u64 = 1_000;
 pub struct Changes {
     db: PathBuf,
     db_id: FileId,
+    shm: PathBuf,
+    shm_id: FileId,
+    shm_file: File,
     map: Mmap,
     started: Instant,
     /// When the path was last checked, in µs since `started` (0: never).
@@ -55,7 +58,9 @@ impl Changes {
         let db_id = file_id(db)?;
         let mut shm = db.as_os_str().to_owned();
         shm.push("-shm");
-        let file = File::open(PathBuf::from(shm)).ok()?;
+        let shm = PathBuf::from(shm);
+        let shm_id = file_id(&shm)?;
+        let file = File::open(&shm).ok()?;
         // SAFETY: a read-only shared mapping; SQLite writes the file while we
         // read it, so every read below is a volatile read of a plain integer,
         // validated by comparing the two header copies.
@@ -63,6 +68,9 @@ impl Changes {
         (map.len() >= 2 * HEADER_COPY).then(|| Self {
             db: db.to_owned(),
             db_id,
+            shm,
+            shm_id,
+            shm_file: file,
             map,
             started: Instant::now(),
             checked_at: AtomicU64::new(0),
@@ -82,7 +90,7 @@ impl Changes {
         (first == second).then_some(first)
     }
 
-    /// Whether the path still names the mapped database. The `stat` behind it
+    /// Whether the path still names the mapped database. The `stat`s behind it
     /// runs at most once per [`RECHECK_FILE_US`]: under load that is a tiny
     /// fraction of requests, and a file removed or replaced is noticed within
     /// a millisecond (until then answers are those of the moment before).
@@ -92,7 +100,15 @@ impl Changes {
         if checked != 0 && now.saturating_sub(checked) < RECHECK_FILE_US {
             return self.file_ok.load(Ordering::Acquire);
         }
-        let ok = file_id(&self.db) == Some(self.db_id);
+        // The database and its -shm are the files we mapped, and the mapped
+        // header still exists (reading a page past the end of a truncated
+        // file would fault).
+        let ok = file_id(&self.db) == Some(self.db_id)
+            && file_id(&self.shm) == Some(self.shm_id)
+            && self
+                .shm_file
+                .metadata()
+                .is_ok_and(|m| m.len() >= 2 * HEADER_COPY as u64);
         self.file_ok.store(ok, Ordering::Release);
         self.checked_at.store(now, Ordering::Release);
         ok
