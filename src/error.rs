@@ -4,8 +4,8 @@
 //!
 //! Errors raised by poem and poem-openapi themselves (unknown route, wrong
 //! method, unreadable body, ...) are turned into the same shape by
-//! [`into_json_response`], installed with `catch_all_error` in
-//! [`crate::startup`].
+//! [`into_json_response`], called by the one layer around routing
+//! ([`crate::middleware`]).
 
 use std::collections::BTreeMap;
 
@@ -194,7 +194,7 @@ impl ResponseError for ApiError {
 }
 
 /// Turns any error reaching the top of the app into the JSON error shape.
-pub async fn into_json_response(err: poem::Error) -> Response {
+pub fn into_json_response(err: poem::Error) -> Response {
     if let Some(api) = err.downcast_ref::<ApiError>() {
         return api.as_response();
     }

@@ -63,7 +63,7 @@ impl<E: Endpoint> Endpoint for Edge<E> {
             req.extensions_mut().insert(self.state.clone());
             match self.inner.call(req).await {
                 Ok(response) => response.into_response(),
-                Err(err) => into_json_response(err).await,
+                Err(err) => into_json_response(err),
             }
         };
         if response.status() == StatusCode::METHOD_NOT_ALLOWED {
