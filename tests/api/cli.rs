@@ -1,17 +1,16 @@
 //! The `tokengate` command line: `user add`, `purge`, `serve` and start-up
 //! failures, run as a child process.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::{Output, Stdio};
 
 use reqwest::StatusCode;
 
-use crate::helpers::{now, spawn_app_with, tokengate, wait_with_deadline, TEST_SECRET};
-
-const DEADLINE: Duration = Duration::from_secs(60);
+use crate::helpers::{
+    now, spawn_app_with, tokengate, wait_with_deadline, ServerProcess,
+    PROCESS_DEADLINE as DEADLINE, TEST_SECRET,
+};
 
 /// Runs `tokengate <args>` with `stdin` as standard input; waits for it to exit.
 fn run(dir: &Path, args: &[&str], stdin: &str) -> Output {
@@ -300,62 +299,6 @@ fn help_mentions_every_configuration_flag() {
     }
 }
 
-/// A `tokengate` server running as a child process.
-struct ServerProcess {
-    child: Child,
-    /// `http://ADDR`, read from its "listening on" log line.
-    url: String,
-}
-
-impl ServerProcess {
-    /// Starts `command` and waits (boundedly) for its "listening on" line.
-    fn start(mut command: Command) -> Self {
-        let mut child = command.spawn().unwrap();
-        let out = child.stdout.take().unwrap();
-        let (lines_tx, lines_rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            // Keep draining after the start so the server never blocks on logging.
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                let _ = lines_tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match lines_rx.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some((_, rest)) = line.split_once("listening on http://") {
-                        let address = rest.split_whitespace().next().unwrap();
-                        return Self {
-                            url: format!("http://{address}"),
-                            child,
-                        };
-                    }
-                }
-                Err(_) => {
-                    let _ = child.kill();
-                    let output = child.wait_with_output().unwrap();
-                    panic!("the server did not start: {}", stderr(&output));
-                }
-            }
-        }
-    }
-
-    /// Sends SIGTERM and returns how the process ended.
-    fn terminate(self) -> Output {
-        // The server installs its SIGTERM handler a moment after it starts
-        // listening; a SIGTERM before that would kill it outright.
-        wait_until_sigterm_is_caught(self.child.id());
-        let sent = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(sent.success());
-        wait_with_deadline(self.child, DEADLINE)
-    }
-}
-
 #[tokio::test]
 async fn serve_is_the_default_command_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
@@ -418,24 +361,62 @@ async fn serve_reads_its_settings_from_the_environment() {
     );
 }
 
-/// Polls `/proc/<pid>/status` until SIGTERM is in the caught-signals mask.
-fn wait_until_sigterm_is_caught(pid: u32) {
-    const SIGTERM_BIT: u64 = 1 << (15 - 1);
-    let deadline = std::time::Instant::now() + DEADLINE;
-    loop {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        let caught = status
-            .lines()
-            .find_map(|line| line.strip_prefix("SigCgt:"))
-            .map(|mask| u64::from_str_radix(mask.trim(), 16).unwrap())
-            .unwrap_or(0);
-        if caught & SIGTERM_BIT != 0 {
-            return;
+#[tokio::test]
+async fn every_request_gets_one_log_line_without_tokens_or_passwords() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::serve(dir.path());
+    let client = reqwest::Client::new();
+    let password = "a password that must never be logged";
+    let created = client
+        .post(format!("{}/api/v1/register", server.url))
+        .json(&serde_json::json!({"name": "Log", "email": "log@example.com", "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let login: serde_json::Value = client
+        .post(format!("{}/api/v1/login", server.url))
+        .json(&serde_json::json!({"email": "log@example.com", "password": password}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["access_token"].as_str().unwrap().to_owned();
+    let user = client
+        .get(format!("{}/api/v1/user?token={token}", server.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(user.status(), StatusCode::OK);
+
+    let (output, log) = server.terminate_with_log();
+    assert!(output.status.success());
+    let requests: Vec<&String> = log
+        .iter()
+        .filter(|l| l.contains("tokengate::http"))
+        .collect();
+    assert_eq!(requests.len(), 3, "one line per request: {requests:#?}");
+    for (line, (method, path, status)) in requests.iter().zip([
+        ("POST", "/api/v1/register", "201"),
+        ("POST", "/api/v1/login", "200"),
+        ("GET", "/api/v1/user", "200"),
+    ]) {
+        for part in [
+            format!("method={method}"),
+            format!("path={path} "),
+            format!("status={status}"),
+            "latency_us=".to_owned(),
+        ] {
+            assert!(line.contains(&part), "{part} in {line}");
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the server never handled SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(10));
+    }
+    let signature = token.rsplit('.').next().unwrap();
+    for line in &log {
+        assert!(!line.contains(password), "a password was logged: {line}");
+        assert!(!line.contains(signature), "a token was logged: {line}");
+        assert!(!line.contains(TEST_SECRET), "the secret was logged: {line}");
     }
 }

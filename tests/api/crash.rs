@@ -3,9 +3,6 @@
 //! every token that had been answered `204` is still rejected, and the
 //! database passes `PRAGMA integrity_check`.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::Child;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,55 +10,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use tokio::sync::Notify;
 
-use crate::helpers::{forge, tokengate, valid_claims, wait_with_deadline, PASSWORD, TEST_SECRET};
-
-/// A `tokengate serve` child process and the address it listens on.
-struct ServerProcess {
-    child: Child,
-    address: String,
-}
-
-impl ServerProcess {
-    /// Starts the binary on `dir/t.db`, port 0, and reads the bound address
-    /// from its "listening on" log line.
-    fn start(dir: &Path) -> ServerProcess {
-        let mut child = tokengate(dir)
-            .args(["serve", "--database", "t.db", "--bind", "127.0.0.1:0"])
-            .args(["--jwt-secret", TEST_SECRET])
-            .spawn()
-            .expect("the binary starts");
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let mut lines = BufReader::new(stdout).lines();
-        let address = loop {
-            let line = lines
-                .next()
-                .expect("the server logs its address before anything else")
-                .expect("readable log");
-            if let Some(rest) = line.split("listening on http://").nth(1) {
-                break format!("http://{}", rest.trim());
-            }
-        };
-        // Keep draining the log so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        ServerProcess { child, address }
-    }
-
-    fn kill(mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("reaped");
-    }
-
-    /// Sends SIGTERM and waits (bounded) for the process to exit.
-    fn terminate(self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        let sent = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill runs");
-        assert!(sent.success());
-        wait_with_deadline(self.child, Duration::from_secs(30)).status
-    }
-}
+use crate::helpers::{forge, valid_claims, ServerProcess, PASSWORD};
 
 /// How the server is stopped mid-stream.
 #[derive(Clone, Copy)]
@@ -109,7 +58,7 @@ async fn logouts_until_stopped(
             reached.clone(),
             next.clone(),
             client.clone(),
-            server.address.clone(),
+            server.url.clone(),
         );
         workers.push(tokio::spawn(async move {
             loop {
@@ -143,7 +92,7 @@ async fn logouts_until_stopped(
     match stop {
         Stop::Kill => server.kill(),
         Stop::Terminate => {
-            let status = server.terminate();
+            let status = server.terminate().status;
             assert!(status.success(), "SIGTERM is a clean exit, got {status}");
         }
     }
@@ -158,18 +107,18 @@ async fn logouts_until_stopped(
 async fn acknowledged_logouts_survive_sigkill_at_several_points() {
     for kill_after in [1, 25, 150] {
         let dir = tempfile::tempdir().unwrap();
-        let server = ServerProcess::start(dir.path());
+        let server = ServerProcess::serve(dir.path());
         let client = reqwest::Client::new();
-        let user_id = register(&client, &server.address).await;
+        let user_id = register(&client, &server.url).await;
 
         let (acknowledged, sent) =
             logouts_until_stopped(server, user_id, kill_after, Stop::Kill).await;
         assert!(acknowledged.len() >= kill_after);
 
-        let restarted = ServerProcess::start(dir.path());
+        let restarted = ServerProcess::serve(dir.path());
         for token in &acknowledged {
             let response = client
-                .get(format!("{}/api/v1/user", restarted.address))
+                .get(format!("{}/api/v1/user", restarted.url))
                 .bearer_auth(token)
                 .send()
                 .await
@@ -188,7 +137,7 @@ async fn acknowledged_logouts_survive_sigkill_at_several_points() {
         // A token never sent is still good: the restart did not break the service.
         let unsent = forge(&valid_claims(user_id));
         let response = client
-            .get(format!("{}/api/v1/user", restarted.address))
+            .get(format!("{}/api/v1/user", restarted.url))
             .bearer_auth(&unsent)
             .send()
             .await
@@ -211,18 +160,18 @@ async fn acknowledged_logouts_survive_sigkill_at_several_points() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_under_load_finishes_in_flight_logouts_and_loses_none() {
     let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(dir.path());
+    let server = ServerProcess::serve(dir.path());
     let client = reqwest::Client::new();
-    let user_id = register(&client, &server.address).await;
+    let user_id = register(&client, &server.url).await;
 
     // Workers assert every answer they get is a 204: in-flight requests are
     // finished during the graceful shutdown, later ones cannot connect.
     let (acknowledged, _) = logouts_until_stopped(server, user_id, 40, Stop::Terminate).await;
 
-    let restarted = ServerProcess::start(dir.path());
+    let restarted = ServerProcess::serve(dir.path());
     for token in &acknowledged {
         let response = client
-            .get(format!("{}/api/v1/user", restarted.address))
+            .get(format!("{}/api/v1/user", restarted.url))
             .bearer_auth(token)
             .send()
             .await
@@ -239,10 +188,10 @@ async fn sigterm_under_load_finishes_in_flight_logouts_and_loses_none() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revocation_through_one_process_is_honoured_by_another_on_the_same_file() {
     let dir = tempfile::tempdir().unwrap();
-    let first = ServerProcess::start(dir.path());
-    let second = ServerProcess::start(dir.path());
+    let first = ServerProcess::serve(dir.path());
+    let second = ServerProcess::serve(dir.path());
     let client = reqwest::Client::new();
-    let user_id = register(&client, &first.address).await;
+    let user_id = register(&client, &first.url).await;
     let token = forge(&valid_claims(user_id));
     let user = |address: &str| {
         client
@@ -250,13 +199,10 @@ async fn revocation_through_one_process_is_honoured_by_another_on_the_same_file(
             .bearer_auth(&token)
             .send()
     };
-    assert_eq!(
-        user(&second.address).await.unwrap().status(),
-        StatusCode::OK
-    );
+    assert_eq!(user(&second.url).await.unwrap().status(), StatusCode::OK);
 
     let response = client
-        .delete(format!("{}/api/v1/logout", first.address))
+        .delete(format!("{}/api/v1/logout", first.url))
         .bearer_auth(&token)
         .send()
         .await
@@ -264,11 +210,11 @@ async fn revocation_through_one_process_is_honoured_by_another_on_the_same_file(
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     // No cache anywhere: the very next request to the other process sees it.
     assert_eq!(
-        user(&second.address).await.unwrap().status(),
+        user(&second.url).await.unwrap().status(),
         StatusCode::UNAUTHORIZED
     );
     let again = client
-        .delete(format!("{}/api/v1/logout", second.address))
+        .delete(format!("{}/api/v1/logout", second.url))
         .bearer_auth(&token)
         .send()
         .await
@@ -276,4 +222,43 @@ async fn revocation_through_one_process_is_honoured_by_another_on_the_same_file(
     assert_eq!(again.status(), StatusCode::UNAUTHORIZED);
     first.kill();
     second.kill();
+}
+
+#[tokio::test]
+async fn clean_shutdown_folds_the_wal_into_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::serve(dir.path());
+    let client = reqwest::Client::new();
+    let user_id = register(&client, &server.url).await;
+    for _ in 0..20 {
+        let response = client
+            .delete(format!("{}/api/v1/logout", server.url))
+            .bearer_auth(forge(&valid_claims(user_id)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    }
+    let wal = dir.path().join("t.db-wal");
+    assert!(
+        std::fs::metadata(&wal).unwrap().len() > 0,
+        "the revocations went through the WAL"
+    );
+
+    // Another process keeps the database open, so SQLite's own checkpoint
+    // when the last connection closes does not happen: only the writer's
+    // shutdown checkpoint can fold the WAL in.
+    let other = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
+    let _: i64 = other
+        .query_row("SELECT count(*) FROM users", [], |row| row.get(0))
+        .unwrap();
+
+    assert!(server.terminate().status.success());
+    // A start after a clean stop has no WAL to replay.
+    let left = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    assert_eq!(left, 0, "WAL bytes left after a clean shutdown");
+    let rows: i64 = other
+        .query_row("SELECT count(*) FROM revoked_tokens", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(rows, 20);
 }

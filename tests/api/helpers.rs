@@ -451,3 +451,88 @@ pub fn wait_with_deadline(mut child: std::process::Child, limit: Duration) -> st
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// How long a child process may take to start or to stop.
+pub const PROCESS_DEADLINE: Duration = Duration::from_secs(60);
+
+/// A `tokengate` server running as a child process, its log drained.
+pub struct ServerProcess {
+    child: std::process::Child,
+    /// `http://ADDR`, read from its "listening on" log line.
+    pub url: String,
+    log: std::sync::mpsc::Receiver<String>,
+}
+
+impl ServerProcess {
+    /// `tokengate serve` on `dir/t.db`, port 0, with the test secret.
+    pub fn serve(dir: &Path) -> Self {
+        let mut command = tokengate(dir);
+        command
+            .args(["serve", "--database", "t.db", "--bind", "127.0.0.1:0"])
+            .args(["--jwt-secret", TEST_SECRET]);
+        Self::start(command)
+    }
+
+    /// Starts `command` and waits (boundedly) for its "listening on" line.
+    pub fn start(mut command: Command) -> Self {
+        use std::io::BufRead;
+        let mut child = command.spawn().unwrap();
+        let out = child.stdout.take().unwrap();
+        let (lines_tx, log) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // Keep draining after the start so the server never blocks on logging.
+            for line in std::io::BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                let _ = lines_tx.send(line);
+            }
+        });
+        let deadline = std::time::Instant::now() + PROCESS_DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match log.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some((_, rest)) = line.split_once("listening on http://") {
+                        let address = rest.split_whitespace().next().unwrap();
+                        return Self {
+                            url: format!("http://{address}"),
+                            child,
+                            log,
+                        };
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let output = child.wait_with_output().unwrap();
+                    panic!(
+                        "the server did not start: {}",
+                        String::from_utf8_lossy(&output.stderr)
+                    );
+                }
+            }
+        }
+    }
+
+    /// Sends SIGTERM and returns how the process ended.
+    pub fn terminate(self) -> std::process::Output {
+        self.terminate_with_log().0
+    }
+
+    /// Sends SIGTERM; returns how the process ended and every log line it
+    /// wrote after its "listening on" line.
+    pub fn terminate_with_log(self) -> (std::process::Output, Vec<String>) {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let output = wait_with_deadline(self.child, PROCESS_DEADLINE);
+        // The drain thread ends with stdout; collect what it forwarded.
+        (output, self.log.iter().collect())
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reaped");
+    }
+}
