@@ -31,6 +31,19 @@ async fn assert_unavailable(app: &TestApp, token: &str) {
     .await;
 }
 
+/// The database is back: the token reads, logs out, and is then refused.
+async fn assert_recovered(app: &TestApp, token: &str) {
+    assert_eq!(app.current_user_with(token).await.status(), StatusCode::OK);
+    assert_eq!(
+        app.logout_with(token).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        app.current_user_with(token).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
 #[tokio::test]
 async fn removed_database_file_gives_503_and_service_recovers_when_it_is_back() {
     let app = spawn_app_with(|_| {}).await;
@@ -42,15 +55,7 @@ async fn removed_database_file_gives_503_and_service_recovers_when_it_is_back() 
     assert_unavailable(&app, &token).await;
 
     std::fs::rename(&moved, &db).unwrap();
-    assert_eq!(app.current_user_with(&token).await.status(), StatusCode::OK);
-    assert_eq!(
-        app.logout_with(&token).await.status(),
-        StatusCode::NO_CONTENT
-    );
-    assert_eq!(
-        app.current_user_with(&token).await.status(),
-        StatusCode::UNAUTHORIZED
-    );
+    assert_recovered(&app, &token).await;
 }
 
 #[tokio::test]
@@ -227,13 +232,5 @@ async fn unreadable_database_gives_503_and_service_recovers_when_it_is_restored(
     .await;
 
     std::fs::rename(&backup, &db).unwrap();
-    assert_eq!(app.current_user_with(&token).await.status(), StatusCode::OK);
-    assert_eq!(
-        app.logout_with(&token).await.status(),
-        StatusCode::NO_CONTENT
-    );
-    assert_eq!(
-        app.current_user_with(&token).await.status(),
-        StatusCode::UNAUTHORIZED
-    );
+    assert_recovered(&app, &token).await;
 }
