@@ -76,20 +76,17 @@ async fn authenticate(
         Presented::Token("") => return Err(ApiError::InvalidToken("the access token is empty")),
         Presented::Token(token) => token,
     };
-    let claims = state.tokens.verify(token).map_err(|e| {
-        ApiError::InvalidToken(match e {
-            TokenError::Expired => "the access token has expired",
-            TokenError::NotYetValid => "the access token is not valid yet",
-            TokenError::Invalid => "the access token is invalid",
-        })
-    })?;
+    let claims = state
+        .tokens
+        .verify(token)
+        .map_err(|e| ApiError::InvalidToken(e.description()))?;
     let user_id = match need {
         Need::Token => None,
         Need::User => Some(
             claims
                 .sub
                 .parse::<i64>()
-                .map_err(|_| ApiError::InvalidToken("the access token is invalid"))?,
+                .map_err(|_| ApiError::InvalidToken(TokenError::Invalid.description()))?,
         ),
     };
     // The version is read before the lookup runs: if anything commits in

@@ -53,16 +53,25 @@ pub struct IssuedToken {
 
 /// Why a token was refused; the text becomes the challenge's `error_description`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.description())]
 pub enum TokenError {
     /// Past `exp` plus leeway.
-    #[error("the access token has expired")]
     Expired,
     /// Before `nbf` minus leeway.
-    #[error("the access token is not valid yet")]
     NotYetValid,
     /// Anything else: bad signature, algorithm, claims or encoding.
-    #[error("the access token is invalid")]
     Invalid,
+}
+
+impl TokenError {
+    /// The `error_description` of the `invalid_token` challenge.
+    pub fn description(self) -> &'static str {
+        match self {
+            TokenError::Expired => "the access token has expired",
+            TokenError::NotYetValid => "the access token is not valid yet",
+            TokenError::Invalid => "the access token is invalid",
+        }
+    }
 }
 
 /// Signs and verifies tokens with one key and one algorithm.
