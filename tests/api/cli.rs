@@ -420,3 +420,43 @@ async fn every_request_gets_one_log_line_without_tokens_or_passwords() {
         assert!(!line.contains(TEST_SECRET), "the secret was logged: {line}");
     }
 }
+
+#[test]
+fn database_from_a_newer_version_is_refused_and_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("future.db");
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch("CREATE TABLE future (x); PRAGMA user_version = 99;")
+            .unwrap();
+    }
+    let child = tokengate(dir.path())
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--jwt-secret",
+            TEST_SECRET,
+            "--database",
+        ])
+        .arg(&db)
+        .spawn()
+        .unwrap();
+    let output = wait_with_deadline(child, DEADLINE);
+    let line = assert_refused_with_one_line(&output);
+    assert!(line.contains("newer"), "the line says why: {line}");
+
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, 99);
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(tables, ["future"], "no migration ran on it");
+}
