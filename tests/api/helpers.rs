@@ -457,7 +457,9 @@ pub const PROCESS_DEADLINE: Duration = Duration::from_secs(60);
 
 /// A `tokengate` server running as a child process, its log drained.
 pub struct ServerProcess {
-    child: std::process::Child,
+    /// `None` once stopped; a server still running when this is dropped (a
+    /// failing test) is killed, so no test leaves servers behind.
+    child: Option<std::process::Child>,
     /// `http://ADDR`, read from its "listening on" log line.
     pub url: String,
     log: std::sync::mpsc::Receiver<String>,
@@ -495,7 +497,7 @@ impl ServerProcess {
                         let address = rest.split_whitespace().next().unwrap();
                         return Self {
                             url: format!("http://{address}"),
-                            child,
+                            child: Some(child),
                             log,
                         };
                     }
@@ -519,20 +521,31 @@ impl ServerProcess {
 
     /// Sends SIGTERM; returns how the process ended and every log line it
     /// wrote after its "listening on" line.
-    pub fn terminate_with_log(self) -> (std::process::Output, Vec<String>) {
+    pub fn terminate_with_log(mut self) -> (std::process::Output, Vec<String>) {
+        let child = self.child.take().expect("running");
         let sent = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args(["-TERM", &child.id().to_string()])
             .status()
             .unwrap();
         assert!(sent.success());
-        let output = wait_with_deadline(self.child, PROCESS_DEADLINE);
+        let output = wait_with_deadline(child, PROCESS_DEADLINE);
         // The drain thread ends with stdout; collect what it forwarded.
         (output, self.log.iter().collect())
     }
 
     /// SIGKILL, and reap.
     pub fn kill(mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("reaped");
+        let mut child = self.child.take().expect("running");
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reaped");
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
