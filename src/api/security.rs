@@ -14,7 +14,7 @@ use poem::{Request, RequestBody};
 use poem_openapi::registry::{MetaSecurityScheme, Registry};
 use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions};
 
-use crate::auth::tokens::{TokenError, VerifiedClaims};
+use crate::auth::tokens::VerifiedClaims;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::changes::{Changes, Lookup};
@@ -82,12 +82,7 @@ async fn authenticate(
         .map_err(|e| ApiError::InvalidToken(e.description()))?;
     let user_id = match need {
         Need::Token => None,
-        Need::User => Some(
-            claims
-                .sub
-                .parse::<i64>()
-                .map_err(|_| ApiError::InvalidToken(TokenError::Invalid.description()))?,
-        ),
+        Need::User => Some(claims.user_id),
     };
     // The version is read before the lookup runs: if anything commits in
     // between, the answer is remembered under an already-stale version.

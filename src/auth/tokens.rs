@@ -24,20 +24,51 @@ struct IssuedClaims<'a> {
     jti: String,
 }
 
-/// The claims a verified token is known to carry. `iss` and `aud` are checked
-/// by jsonwebtoken; `jti` is a required field here because jsonwebtoken's
-/// required-claims list ignores it. Numbers must be JSON numbers.
-#[derive(Debug, Clone, Deserialize)]
+/// The claims of a token as they are parsed before the checks of
+/// [`Tokens::verify`]. `iss` and `aud` values are checked by jsonwebtoken;
+/// the types here make `iss` a string, `iat`/`nbf`/`exp` numbers, and `jti`
+/// required (jsonwebtoken's required-claims list ignores it).
+#[derive(Debug, Deserialize)]
+struct ParsedClaims {
+    #[allow(dead_code)] // its value is checked by jsonwebtoken; here only its type
+    iss: String,
+    sub: String,
+    jti: String,
+    exp: i64,
+    #[serde(default)]
+    nbf: Option<i64>,
+    #[serde(default)]
+    iat: Option<i64>,
+}
+
+/// The claims a verified token is known to carry.
+#[derive(Debug, Clone)]
 pub struct VerifiedClaims {
-    /// The user id, as a string.
+    /// The user id, as a string (canonical decimal, see [`parse_user_id`]).
     pub sub: String,
+    /// The user id `sub` names.
+    pub user_id: i64,
     /// The token's unique id (the denylist key).
     pub jti: String,
     /// Expiry, Unix seconds.
     pub exp: i64,
     /// Not-before, Unix seconds, if present.
-    #[serde(default)]
     pub nbf: Option<i64>,
+    /// Issued-at, Unix seconds, if present.
+    pub iat: Option<i64>,
+}
+
+/// Longest `jti` accepted (ours are 24 characters); it becomes a denylist key.
+pub const MAX_JTI_LEN: usize = 128;
+
+/// The user id of a `sub`, only in its canonical decimal form: `"17"`, never
+/// `"+17"`, `"017"`, `" 17"` or `"17.0"`, so one user has exactly one `sub`.
+pub fn parse_user_id(sub: &str) -> Option<i64> {
+    let canonical = !sub.is_empty()
+        && sub.len() <= 19
+        && sub.bytes().all(|b| b.is_ascii_digit())
+        && !sub.starts_with('0');
+    canonical.then(|| sub.parse::<i64>().ok()).flatten()
 }
 
 /// A freshly issued token.
@@ -83,6 +114,7 @@ pub struct Tokens {
     issuer: String,
     audience: String,
     ttl: u64,
+    leeway: u64,
 }
 
 impl Tokens {
@@ -106,6 +138,7 @@ impl Tokens {
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
             ttl,
+            leeway,
         }
     }
 
@@ -131,21 +164,42 @@ impl Tokens {
     }
 
     /// Verifies signature, algorithm and claims. Does not look at the denylist.
+    ///
+    /// Beyond jsonwebtoken's checks: no `crit` header (RFC 7515 4.1.11: we
+    /// understand no extension, so a token that requires one is refused), a
+    /// canonical `sub`, a `jti` of sane length, and an `exp` no further away
+    /// than a token we issue now could have (so a revocation row never has to
+    /// be kept for an absurd time).
     pub fn verify(&self, token: &str) -> Result<VerifiedClaims, TokenError> {
         if token.is_empty() || token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::Invalid);
         }
-        let data = jsonwebtoken::decode::<VerifiedClaims>(token, &self.decoding, &self.validation)
+        let data = jsonwebtoken::decode::<ParsedClaims>(token, &self.decoding, &self.validation)
             .map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => TokenError::Expired,
                 ErrorKind::ImmatureSignature => TokenError::NotYetValid,
                 _ => TokenError::Invalid,
             })?;
-        let claims = data.claims;
-        if claims.jti.is_empty() || claims.sub.is_empty() {
+        if data.header.crit.is_some() {
             return Err(TokenError::Invalid);
         }
-        Ok(claims)
+        let claims = data.claims;
+        let user_id = parse_user_id(&claims.sub).ok_or(TokenError::Invalid)?;
+        if claims.jti.is_empty() || claims.jti.len() > MAX_JTI_LEN {
+            return Err(TokenError::Invalid);
+        }
+        let latest_exp = Utc::now().timestamp() + (self.ttl + self.leeway) as i64;
+        if claims.exp > latest_exp {
+            return Err(TokenError::Invalid);
+        }
+        Ok(VerifiedClaims {
+            sub: claims.sub,
+            user_id,
+            jti: claims.jti,
+            exp: claims.exp,
+            nbf: claims.nbf,
+            iat: claims.iat,
+        })
     }
 }
 

@@ -325,3 +325,79 @@ async fn token_revoked_by_its_jti_is_rejected_even_if_reissued_by_a_forger() {
     let reissued = forge(&claims_of(&token));
     assert_rejected(&app, &reissued).await;
 }
+
+#[tokio::test]
+async fn token_with_a_crit_header_is_rejected() {
+    // RFC 7515 4.1.11: a recipient that does not understand a listed
+    // extension must refuse the token; tokengate understands none.
+    let (app, id) = app_with_user().await;
+    for crit in [json!(["exp"]), json!(["b64"]), json!(["x-unknown"])] {
+        let header = json!({"alg": "HS256", "typ": "JWT", "crit": crit});
+        assert_rejected(&app, &forge_raw_header(&header, &valid_claims(id))).await;
+    }
+    // The same header without `crit` is fine, so `crit` is the reason.
+    let plain = forge_raw_header(&json!({"alg": "HS256", "typ": "JWT"}), &valid_claims(id));
+    assert_accepted(&app, &plain).await;
+}
+
+#[tokio::test]
+async fn token_whose_iss_is_not_a_string_is_rejected() {
+    let (app, id) = app_with_user().await;
+    for iss in [json!(["tokengate"]), json!(["tokengate", "evil"]), json!(1)] {
+        assert_rejected(&app, &forge(&claims_with(id, "iss", iss))).await;
+    }
+}
+
+#[tokio::test]
+async fn token_whose_iat_is_not_a_number_is_rejected() {
+    let (app, id) = app_with_user().await;
+    for iat in [json!(now().to_string()), json!(true), json!([now()])] {
+        assert_rejected(&app, &forge(&claims_with(id, "iat", iat))).await;
+    }
+    // A token without iat at all is still fine (the contract does not require it).
+    assert_accepted(&app, &forge(&claims_without(id, "iat"))).await;
+}
+
+#[tokio::test]
+async fn token_whose_sub_is_not_the_canonical_decimal_id_is_rejected() {
+    let (app, id) = app_with_user().await;
+    for sub in [
+        format!("+{id}"),
+        format!("0{id}"),
+        format!("00{id}"),
+        format!(" {id}"),
+        format!("{id} "),
+        format!("{id}.0"),
+        format!("-{id}"),
+        "0".to_owned(),
+        "99999999999999999999".to_owned(),
+    ] {
+        assert_rejected(&app, &forge(&claims_with(id, "sub", json!(sub)))).await;
+    }
+    assert_accepted(&app, &forge(&claims_with(id, "sub", json!(id.to_string())))).await;
+}
+
+#[tokio::test]
+async fn token_expiring_absurdly_far_away_is_rejected() {
+    // A token tokengate issues now expires at most one TTL (plus leeway)
+    // from now; anything later is not ours, and its revocation would have
+    // to be stored for ever.
+    let (app, id) = app_with_user().await;
+    let ttl = app.settings.token_ttl as i64;
+    let leeway = app.settings.leeway as i64;
+    for exp in [
+        now() + ttl + leeway + 120,
+        now() + 10 * 365 * 86_400,
+        32_503_680_000,
+    ] {
+        assert_rejected(&app, &forge(&claims_with(id, "exp", json!(exp)))).await;
+    }
+    assert_accepted(&app, &forge(&claims_with(id, "exp", json!(now() + ttl)))).await;
+}
+
+#[tokio::test]
+async fn token_with_an_oversized_jti_is_rejected() {
+    let (app, id) = app_with_user().await;
+    let jti = "j".repeat(129);
+    assert_rejected(&app, &forge(&claims_with(id, "jti", json!(jti)))).await;
+}
