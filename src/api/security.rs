@@ -92,7 +92,8 @@ async fn authenticate(
         Some(lookup) => lookup,
         None => {
             let jti = claims.jti.clone();
-            // Fail closed: a denylist that cannot be read is a 503 (via `?`).
+            // Fail closed: a denylist that cannot be read is a 503 (via `?`),
+            // and nothing remembered before the failure counts any more.
             let lookup = state
                 .readers
                 .run(move |conn| {
@@ -104,7 +105,8 @@ async fn authenticate(
                         None => Ok(Lookup::Valid(None)),
                     }
                 })
-                .await?;
+                .await
+                .inspect_err(|_| state.lookups.clear())?;
             // Only reads are worth remembering: a token checked for logout is
             // about to be revoked anyway.
             if let Some(v) = version.filter(|_| need == Need::User) {

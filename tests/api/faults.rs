@@ -234,3 +234,79 @@ async fn unreadable_database_gives_503_and_service_recovers_when_it_is_restored(
     std::fs::rename(&backup, &db).unwrap();
     assert_recovered(&app, &token).await;
 }
+
+/// Overwrites `path` in place (same inode, no truncation) with `bytes`.
+fn overwrite_in_place(path: &Path, bytes: &[u8]) {
+    use std::io::{Seek, Write};
+    let mut file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    file.seek(std::io::SeekFrom::Start(0)).unwrap();
+    file.write_all(bytes).unwrap();
+    file.sync_all().unwrap();
+}
+
+fn random_bytes(len: usize) -> Vec<u8> {
+    use rand::RngCore;
+    let mut bytes = vec![0u8; len];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes
+}
+
+/// A WAL file whose 32-byte header is well formed (magic, version, page
+/// size, fresh random salts, a correct checksum) followed by `frames` frames
+/// of garbage: SQLite's recovery accepts the header and finds no valid frame.
+fn wal_with_valid_header_then_garbage(frames: usize) -> Vec<u8> {
+    let salts = random_bytes(8);
+    let mut header = Vec::with_capacity(32);
+    header.extend_from_slice(&0x377f_0683u32.to_be_bytes()); // big-endian checksums
+    header.extend_from_slice(&3_007_000u32.to_be_bytes());
+    header.extend_from_slice(&4096u32.to_be_bytes());
+    header.extend_from_slice(&7u32.to_be_bytes()); // checkpoint sequence
+    header.extend_from_slice(&salts);
+    let (mut s0, mut s1) = (0u32, 0u32);
+    for pair in header.chunks(8) {
+        let x0 = u32::from_be_bytes(pair[0..4].try_into().unwrap());
+        let x1 = u32::from_be_bytes(pair[4..8].try_into().unwrap());
+        s0 = s0.wrapping_add(x0).wrapping_add(s1);
+        s1 = s1.wrapping_add(x1).wrapping_add(s0);
+    }
+    header.extend_from_slice(&s0.to_be_bytes());
+    header.extend_from_slice(&s1.to_be_bytes());
+    header.extend(random_bytes(frames * (24 + 4096)));
+    header
+}
+
+#[tokio::test]
+async fn database_overwritten_in_place_with_garbage_is_never_answered_from_memory() {
+    // The reproduction of the report: a server restarted on its database
+    // (registration closed: nothing writes), one login, reads that work;
+    // then the database, its -wal and its -shm overwritten in place with
+    // random bytes (the WAL with a well-formed header and fresh salts). A
+    // reader then runs SQLite's WAL recovery, which rewrites the WAL-index
+    // header; no answer remembered from before may count as current.
+    let app = spawn_app_with(|s| s.db_timeout_ms = 1000).await;
+    let user = app.register_user("garbage@example.com").await;
+    let mut stopped = app.stop().await;
+    stopped.settings.registration = tokengate::config::Registration::Closed;
+    let app = stopped.restart().await;
+    let token = app.login_token(&user).await;
+    for _ in 0..3 {
+        assert_eq!(app.current_user_with(&token).await.status(), StatusCode::OK);
+    }
+
+    let db = app.db_path();
+    let sidecar = |suffix: &str| PathBuf::from(format!("{}{suffix}", db.display()));
+    let db_len = std::fs::metadata(&db).unwrap().len() as usize;
+    let shm_len = std::fs::metadata(sidecar("-shm")).unwrap().len() as usize;
+    overwrite_in_place(&db, &random_bytes(db_len));
+    overwrite_in_place(&sidecar("-wal"), &wal_with_valid_header_then_garbage(4));
+    overwrite_in_place(&sidecar("-shm"), &random_bytes(shm_len));
+
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        statuses.push(app.current_user_with(&token).await.status().as_u16());
+    }
+    assert!(
+        statuses.iter().all(|s| *s == 503),
+        "every read of a garbage database fails closed: {statuses:?}"
+    );
+}
