@@ -37,7 +37,7 @@ def fill_denylist(path: str, count: int):
     batch = 100_000
     for start in range(0, count, batch):
         rows = ((b64(os.urandom(18)), expires) for _ in range(min(batch, count - start)))
-        conn.executemany("INSERT INTO revoked_tokens (jti, expires_at) VALUES (?, ?)", rows)
+        conn.executemany("INSERT INTO revoked_tokens (jti, purge_after) VALUES (?, ?)", rows)
         conn.commit()
     conn.close()
 

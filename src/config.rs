@@ -6,7 +6,7 @@ use std::fmt;
 use std::fs;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
@@ -194,6 +194,12 @@ pub enum ConfigError {
         "the secret file {0} is readable by group or others (mode {1:o}); run `chmod 600 {0}`"
     )]
     SecretFileTooOpen(String, u32),
+    /// The secret file belongs to another user.
+    #[error(
+        "the secret file {0} belongs to user id {1}, not to this process (user id {2}); \
+         remove it to generate a new one, or `chown` it if it is really yours"
+    )]
+    SecretFileForeign(String, u32, u32),
     /// The secret file could not be read or written.
     #[error("cannot use the secret file {0}: {1}")]
     SecretFile(String, std::io::Error),
@@ -232,6 +238,13 @@ fn load_or_generate_secret(path: &Path) -> Result<Secret, ConfigError> {
             let mode = meta.permissions().mode() & 0o777;
             if mode & 0o077 != 0 {
                 return Err(ConfigError::SecretFileTooOpen(shown, mode));
+            }
+            // A file someone else owns could have been planted (in a shared
+            // directory) to make us sign with a secret they know.
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            let me = unsafe { libc::geteuid() };
+            if meta.uid() != me {
+                return Err(ConfigError::SecretFileForeign(shown, meta.uid(), me));
             }
             let text = fs::read_to_string(path).map_err(io_err)?;
             Ok(Secret::new(text.trim_end().as_bytes()))

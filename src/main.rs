@@ -136,14 +136,18 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + 
 
 fn add_user(settings: &Settings, email: &str, name: &str) -> Result<(), String> {
     let stdin = std::io::stdin();
-    if stdin.is_terminal() {
-        eprintln!("Password (8 to 1024 characters), then Enter:");
-    }
     let mut line = String::new();
-    stdin
-        .lock()
-        .read_line(&mut line)
-        .map_err(|e| format!("cannot read the password from standard input: {e}"))?;
+    if stdin.is_terminal() {
+        // Echo off before the prompt: whatever is typed once it shows is hidden.
+        let _echo_off = terminal::EchoOff::new();
+        eprint!("Password (8 to 1024 characters, not shown), then Enter: ");
+        let read = stdin.lock().read_line(&mut line);
+        eprintln!();
+        read
+    } else {
+        stdin.lock().read_line(&mut line)
+    }
+    .map_err(|e| format!("cannot read the password from standard input: {e}"))?;
     let password = line.strip_suffix('\n').unwrap_or(&line);
     let password = password.strip_suffix('\r').unwrap_or(password);
 
@@ -159,7 +163,7 @@ fn add_user(settings: &Settings, email: &str, name: &str) -> Result<(), String> 
         return Err(format!("invalid user: {}", problems.join("; ")));
     }
 
-    let pool = pool::open(
+    let pool = pool::open_existing(
         &settings.database,
         Duration::from_millis(settings.db_timeout_ms),
     )
@@ -183,7 +187,7 @@ fn add_user(settings: &Settings, email: &str, name: &str) -> Result<(), String> 
 }
 
 fn purge(settings: &Settings) -> Result<(), String> {
-    let pool = pool::open(
+    let pool = pool::open_existing(
         &settings.database,
         Duration::from_millis(settings.db_timeout_ms),
     )
@@ -191,9 +195,46 @@ fn purge(settings: &Settings) -> Result<(), String> {
     let conn = pool
         .get()
         .map_err(|e| format!("cannot open the database: {e}"))?;
-    let cutoff = chrono::Utc::now().timestamp() - settings.leeway as i64;
-    let purged = denylist::purge_expired(&conn, cutoff).map_err(|e| e.to_string())?;
+    let now = chrono::Utc::now().timestamp();
+    let purged = denylist::purge_expired(&conn, now).map_err(|e| e.to_string())?;
     let left = denylist::len(&conn).map_err(|e| e.to_string())?;
     println!("purged {purged} expired revocations ({left} left)");
     Ok(())
+}
+
+/// Turning terminal echo off while a password is typed.
+mod terminal {
+    /// Echo is off on standard input while this lives (if it is a terminal);
+    /// dropping it restores the previous settings, also on an early return.
+    pub struct EchoOff(Option<libc::termios>);
+
+    impl EchoOff {
+        /// Turns echo off; does nothing if the terminal cannot be configured.
+        pub fn new() -> Self {
+            // SAFETY: tcgetattr/tcsetattr on fd 0 with a termios we own.
+            unsafe {
+                let mut saved: libc::termios = std::mem::zeroed();
+                if libc::tcgetattr(libc::STDIN_FILENO, &mut saved) != 0 {
+                    return Self(None);
+                }
+                let mut quiet = saved;
+                quiet.c_lflag &= !libc::ECHO;
+                if libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &quiet) != 0 {
+                    return Self(None);
+                }
+                Self(Some(saved))
+            }
+        }
+    }
+
+    impl Drop for EchoOff {
+        fn drop(&mut self) {
+            if let Some(saved) = self.0 {
+                // SAFETY: restores the settings read in `new`.
+                unsafe {
+                    libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &saved);
+                }
+            }
+        }
+    }
 }

@@ -23,7 +23,7 @@ use crate::cors::SpaCors;
 use crate::middleware::Edge;
 use crate::state::AppState;
 use crate::store::changes::{Changes, LookupCache};
-use crate::store::{self, denylist, denylist::Denylist, pool, Readers};
+use crate::store::{self, denylist, pool, Readers, Writer};
 
 /// Threads serving the per-request database reads (see [`crate::store::reader`]).
 const READER_THREADS: usize = 2;
@@ -43,8 +43,8 @@ pub enum StartupError {
     /// The database could not be opened or migrated.
     #[error(transparent)]
     Database(#[from] pool::OpenError),
-    /// The denylist writer could not start.
-    #[error("cannot start the denylist writer: {0}")]
+    /// The database writer could not start.
+    #[error("cannot start the database writer: {0}")]
     Writer(#[from] store::StoreError),
     /// The address could not be bound.
     #[error("cannot listen on {0}: {1}")]
@@ -73,7 +73,7 @@ impl Application {
         let timeout = Duration::from_millis(settings.db_timeout_ms);
         let pool = pool::open(&settings.database, timeout)?;
         let secret = settings.load_secret()?;
-        let (denylist, writer) = Denylist::start(&settings.database, timeout)?;
+        let (writer_handle, writer) = Writer::start(&settings.database, timeout, settings.leeway)?;
         let readers = Readers::start(&settings.database, READER_THREADS, timeout)?;
         let changes = Changes::open(&settings.database);
         if changes.is_none() {
@@ -92,7 +92,7 @@ impl Application {
             readers,
             changes,
             lookups: LookupCache::new(LOOKUP_CACHE_TOKENS),
-            denylist,
+            writer: writer_handle,
             tokens: Tokens::new(
                 &secret,
                 &settings.issuer,
@@ -106,7 +106,6 @@ impl Application {
                 window: Duration::from_secs(settings.login_window),
             }),
             registration: settings.registration,
-            leeway: settings.leeway,
         });
         // Pay for the dummy hash now rather than on the first unknown login.
         let _ = crate::auth::password::dummy_hash();
@@ -146,7 +145,7 @@ impl Application {
         let writer = self.writer;
         let joined = tokio::task::spawn_blocking(move || writer.join());
         if tokio::time::timeout(SHUTDOWN_GRACE, joined).await.is_err() {
-            tracing::warn!("the denylist writer did not stop in time");
+            tracing::warn!("the database writer did not stop in time");
         }
         tracing::info!("stopped");
         result
@@ -195,8 +194,8 @@ async fn purge_periodically(state: Arc<AppState>, every: Duration) {
         ticker.tick().await;
         state.throttle.sweep();
         let pool = state.pool.clone();
-        let cutoff = chrono::Utc::now().timestamp() - state.leeway as i64;
-        match store::blocking(move || denylist::purge_expired(&*pool.get()?, cutoff)).await {
+        let now = chrono::Utc::now().timestamp();
+        match store::blocking(move || denylist::purge_expired(&*pool.get()?, now)).await {
             Ok(0) => {}
             Ok(purged) => tracing::info!(purged, "purged expired denylist rows"),
             Err(e) => tracing::warn!(error = %e, "denylist purge failed"),

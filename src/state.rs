@@ -4,8 +4,7 @@ use crate::auth::throttle::LoginThrottle;
 use crate::auth::tokens::Tokens;
 use crate::config::Registration;
 use crate::store::changes::{Changes, LookupCache};
-use crate::store::denylist::Denylist;
-use crate::store::{Pool, Readers};
+use crate::store::{Pool, Readers, Writer};
 
 /// Everything a handler needs, built once at start (see [`crate::startup`]).
 pub struct AppState {
@@ -18,14 +17,12 @@ pub struct AppState {
     pub changes: Option<Changes>,
     /// Per-token lookup answers, valid for one database version.
     pub lookups: LookupCache,
-    /// The revocation denylist.
-    pub denylist: Denylist,
+    /// The group-commit writer (revocations, health probes).
+    pub writer: Writer,
     /// Token signer and verifier.
     pub tokens: Tokens,
     /// Failed-login counters.
     pub throttle: LoginThrottle,
     /// Whether registration is open.
     pub registration: Registration,
-    /// Clock leeway in seconds (also used when purging the denylist).
-    pub leeway: u64,
 }

@@ -192,7 +192,7 @@ impl AuthApi {
         state: Data<&Arc<AppState>>,
         auth: BearerAuth,
     ) -> poem::Result<LogoutResponse> {
-        match state.denylist.revoke(&auth.0.jti, auth.0.exp).await? {
+        match state.writer.revoke(&auth.0.jti, auth.0.exp).await? {
             Revocation::Revoked => Ok(LogoutResponse::NoContent),
             // Another request revoked it between our check and our insert.
             Revocation::AlreadyRevoked => {

@@ -25,7 +25,8 @@ pub enum HealthResponse {
     /// The service and its database work.
     #[oai(status = 200, content_type = "application/json")]
     Ok(Json<HealthBody>),
-    /// The database cannot be read (`service_unavailable`).
+    /// The database cannot be read, or writes to it do not commit
+    /// (`service_unavailable`): logouts could not be made durable.
     #[oai(status = 503, content_type = "application/json")]
     ServiceUnavailable(Json<ErrorBody>),
 }
@@ -37,8 +38,10 @@ pub struct HealthApi;
 impl HealthApi {
     /// Check service health
     ///
-    /// Runs a real query on the users table and the denylist; `503` when the
-    /// database cannot be read.
+    /// Runs a real query on the users table and the denylist, and makes sure
+    /// writes commit (a commit within the last second, or a probe row
+    /// committed now); `503` when the database cannot be read or written, for
+    /// then a logout could not be made durable.
     #[oai(path = "/health", method = "get", operation_id = "health")]
     async fn health(&self, state: Data<&Arc<AppState>>) -> poem::Result<HealthResponse> {
         state
@@ -50,6 +53,8 @@ impl HealthApi {
             })
             .await
             .map_err(ApiError::from)?;
+        // Readable is not enough: a logout's 204 needs a durable write.
+        state.writer.check().await.map_err(ApiError::from)?;
         Ok(HealthResponse::Ok(Json(HealthBody {
             status: "ok".to_owned(),
         })))

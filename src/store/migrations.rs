@@ -23,6 +23,19 @@ const MIGRATIONS: &[&str] = &[
          expires_at INTEGER NOT NULL
      ) WITHOUT ROWID;
      CREATE INDEX revoked_tokens_by_expiry ON revoked_tokens (expires_at);",
+    // 2: a revocation row records when it may go (exp plus the leeway of the
+    // server that wrote it), so a purge with a smaller leeway cannot bring a
+    // token back. Version-1 rows get the largest leeway a server accepts
+    // (one day), never less than they had. A one-row table for the writer's
+    // health probe.
+    "ALTER TABLE revoked_tokens RENAME COLUMN expires_at TO purge_after;
+     UPDATE revoked_tokens SET purge_after = purge_after + 86400;
+     DROP INDEX revoked_tokens_by_expiry;
+     CREATE INDEX revoked_tokens_by_purge_after ON revoked_tokens (purge_after);
+     CREATE TABLE writer_probe (
+         id         INTEGER PRIMARY KEY CHECK (id = 1),
+         written_at INTEGER NOT NULL
+     );",
 ];
 
 /// The schema version this build creates and understands.

@@ -1,12 +1,12 @@
 //! SQLite storage: the connection pool, its pragmas and file tracking
 //! ([`pool`]), versioned schema migrations ([`migrations`]), users
-//! ([`users`]), the revocation denylist ([`denylist`]) and the reader threads
-//! that serve the per-request lookups ([`reader`]), whose answers are
-//! remembered while the database has not changed ([`changes`]).
+//! ([`users`]), the revocation denylist ([`denylist`]), the group-commit
+//! writer for every durable write ([`writer`]) and the reader threads that
+//! serve the per-request lookups ([`reader`]), whose answers are remembered
+//! while the database has not changed ([`changes`]).
 //!
 //! Everything here is blocking; callers run it on the reader threads, the
-//! denylist's writer thread or tokio's blocking pool, never on an executor
-//! thread.
+//! writer thread or tokio's blocking pool, never on an executor thread.
 
 pub mod changes;
 pub mod denylist;
@@ -14,9 +14,11 @@ pub mod migrations;
 pub mod pool;
 pub mod reader;
 pub mod users;
+pub mod writer;
 
 pub use pool::Pool;
 pub use reader::Readers;
+pub use writer::Writer;
 
 /// A storage failure. Every variant means "the database cannot be used right
 /// now"; the HTTP layer answers `503` and logs the cause.
@@ -36,8 +38,8 @@ pub enum StoreError {
         /// Newest version this build knows.
         supported: i64,
     },
-    /// The denylist writer thread is gone (the service is shutting down).
-    #[error("the denylist writer has stopped")]
+    /// The writer thread is gone (the service is shutting down).
+    #[error("the database writer has stopped")]
     WriterStopped,
     /// The database file is missing, or was replaced, at its path.
     #[error("the database file is missing or was replaced")]

@@ -166,6 +166,25 @@ pub fn connect(path: &Path, timeout: Duration) -> Result<Connection, StoreError>
     Ok(conn)
 }
 
+/// Opens a database that must already exist (for the maintenance commands:
+/// a mistyped `--database` must not create a new, empty database and report
+/// success on it), applying migrations like [`open`].
+pub fn open_existing(path: &Path, timeout: Duration) -> Result<Pool, OpenError> {
+    match fs::metadata(path) {
+        Ok(meta) if meta.is_file() => open(path, timeout),
+        Ok(_) => Err(OpenError {
+            path: path.display().to_string(),
+            reason: "it is not a file".into(),
+        }),
+        Err(_) => Err(OpenError {
+            path: path.display().to_string(),
+            reason: "there is no database there (check --database or TOKENGATE_DATABASE; \
+                     `tokengate serve` creates it)"
+                .into(),
+        }),
+    }
+}
+
 /// Creates the database file (mode 0600) if missing, applies migrations and
 /// returns the pool, whose callers wait at most `timeout` for a connection or
 /// a lock. Errors are worded for a person reading one line.

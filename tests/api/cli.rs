@@ -61,6 +61,11 @@ async fn user_add_reads_the_password_from_stdin_and_the_user_can_log_in() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("tokengate.db");
     let db_arg = db.to_str().unwrap();
+    // The database exists (the server created it); user add never creates one.
+    spawn_app_with(|s| s.database = db.clone())
+        .await
+        .stop()
+        .await;
 
     let output = run(
         dir.path(),
@@ -103,6 +108,10 @@ async fn user_add_refuses_a_taken_email_and_a_short_password() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("tokengate.db");
     let db_arg = db.to_str().unwrap();
+    spawn_app_with(|s| s.database = db.clone())
+        .await
+        .stop()
+        .await;
     let add = |email: &str, password: &str| {
         run(
             dir.path(),
@@ -152,9 +161,10 @@ async fn purge_deletes_expired_revocations_and_prints_how_many() {
     app.stop().await;
 
     let conn = rusqlite::Connection::open(&db).unwrap();
+    // Rows record when they may go (exp plus the revoking server's leeway).
     conn.execute(
-        "INSERT INTO revoked_tokens (jti, expires_at) VALUES ('long-expired', ?1), ('within-leeway', ?2)",
-        [now() - 86_400, now() - 5],
+        "INSERT INTO revoked_tokens (jti, purge_after) VALUES ('long-expired', ?1), ('within-leeway', ?2)",
+        [now() - 86_400, now() + 25],
     )
     .unwrap();
 
@@ -191,15 +201,164 @@ async fn purge_deletes_expired_revocations_and_prints_how_many() {
 async fn purge_reads_the_database_from_the_environment() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("from-env.db");
+    spawn_app_with(|s| s.database = db.clone())
+        .await
+        .stop()
+        .await;
     let mut command = tokengate(dir.path());
     command.arg("purge").env("TOKENGATE_DATABASE", &db);
     let output = wait_with_deadline(command.spawn().unwrap(), DEADLINE);
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(first_number(&stdout(&output)), 0);
-    assert!(
-        db.exists(),
-        "the database named by TOKENGATE_DATABASE is used"
+    // The default path (data/tokengate.db) was not used instead.
+    assert!(!dir.path().join("data").exists());
+}
+
+#[tokio::test]
+async fn purge_with_a_smaller_leeway_keeps_a_revocation_the_server_still_needs() {
+    // A token past its exp but within the server's (larger) leeway is still
+    // accepted by the server, so its revocation must stay whatever leeway
+    // `tokengate purge` is given.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("tokengate.db");
+    let app = spawn_app_with(|s| {
+        s.database = db.clone();
+        s.leeway = 600;
+    })
+    .await;
+    let user = app.register_user("ada@example.com").await;
+    let mut claims = crate::helpers::valid_claims(user.id);
+    claims["exp"] = serde_json::json!(now() - 60);
+    let token = crate::helpers::forge(&claims);
+    assert_eq!(app.current_user_with(&token).await.status(), StatusCode::OK);
+    assert_eq!(
+        app.logout_with(&token).await.status(),
+        StatusCode::NO_CONTENT
     );
+
+    let output = run(
+        dir.path(),
+        &["purge", "--leeway", "0", "--database", db.to_str().unwrap()],
+        "",
+    );
+    assert!(output.status.success(), "purge failed: {}", stderr(&output));
+    assert_eq!(first_number(&stdout(&output)), 0, "{}", stdout(&output));
+    crate::helpers::assert_invalid_token(app.current_user_with(&token).await).await;
+}
+
+#[test]
+fn purge_and_user_add_refuse_a_database_that_does_not_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("typo.db");
+    let purge = run(
+        dir.path(),
+        &["purge", "--database", missing.to_str().unwrap()],
+        "",
+    );
+    let line = assert_refused_with_one_line(&purge);
+    assert!(line.contains("typo.db"), "{line}");
+    let add = run(
+        dir.path(),
+        &[
+            "user",
+            "add",
+            "--email",
+            "a@example.com",
+            "--name",
+            "A",
+            "--database",
+            missing.to_str().unwrap(),
+        ],
+        "correct horse battery staple\n",
+    );
+    let line = assert_refused_with_one_line(&add);
+    assert!(line.contains("typo.db"), "{line}");
+    assert!(!missing.exists(), "no database was created");
+    let default = run(dir.path(), &["purge"], "");
+    assert_refused_with_one_line(&default);
+    assert!(
+        !dir.path().join("data").exists(),
+        "nothing created by default either"
+    );
+}
+
+#[tokio::test]
+async fn user_add_on_a_terminal_does_not_echo_the_password() {
+    use std::io::Read;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("tokengate.db");
+    spawn_app_with(|s| s.database = db.clone())
+        .await
+        .stop()
+        .await;
+
+    // A pseudo-terminal: the command gets the slave side as its terminal.
+    let (mut master, slave) = unsafe {
+        let (mut m, mut s) = (0, 0);
+        assert_eq!(
+            libc::openpty(
+                &mut m,
+                &mut s,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null()
+            ),
+            0
+        );
+        (std::fs::File::from_raw_fd(m), OwnedFd::from_raw_fd(s))
+    };
+    let mut child = tokengate(dir.path())
+        .args(["user", "add", "--email", "tty@example.com", "--name", "T"])
+        .args(["--database", db.to_str().unwrap()])
+        .stdin(Stdio::from(slave.try_clone().unwrap()))
+        .stdout(Stdio::from(slave.try_clone().unwrap()))
+        .stderr(Stdio::from(slave))
+        .spawn()
+        .unwrap();
+    // Wait for the prompt (echo is turned off before it is printed), then type.
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains("Enter:") {
+        let n = master.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "the prompt appears: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    master.write_all(b"typed-secret-password\n").unwrap();
+    let status = wait_with_deadline_status(&mut child);
+    // Read what the terminal showed after the prompt (the slave is closed
+    // once the child exits, so this ends with EIO or 0).
+    loop {
+        match master.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+    let shown = String::from_utf8_lossy(&seen);
+    assert!(status.success(), "{shown}");
+    assert!(shown.contains("created user"), "{shown}");
+    assert!(
+        !shown.contains("typed-secret-password"),
+        "the password was echoed: {shown}"
+    );
+}
+
+fn wait_with_deadline_status(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "user add did not exit"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 #[test]

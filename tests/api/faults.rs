@@ -194,8 +194,16 @@ async fn full_disk_gives_503_on_logout_and_recovers_when_space_is_freed() {
         answered_503,
         "with the disk full, a logout must fail closed"
     );
+    // Health tells the truth: revocations cannot be written, so not "ok".
+    assert_error(
+        app.get("/health").await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "service_unavailable",
+    )
+    .await;
 
     std::fs::remove_file(&filler).unwrap();
+    assert_eq!(app.get("/health").await.status(), StatusCode::OK);
     for token in [&token, &other] {
         let status = app.logout_with(token).await.status();
         assert!(status == StatusCode::NO_CONTENT || status == StatusCode::UNAUTHORIZED);

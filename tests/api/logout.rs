@@ -104,7 +104,7 @@ async fn logout_accepts_a_lower_case_bearer_scheme() {
 }
 
 #[tokio::test]
-async fn logout_stores_the_jti_with_the_tokens_expiry() {
+async fn logout_stores_the_jti_until_its_expiry_plus_the_leeway() {
     let app = spawn_app().await;
     let (_, token) = app.user_with_token("ada@example.com").await;
     let claims = claims_of(&token);
@@ -114,16 +114,20 @@ async fn logout_stores_the_jti_with_the_tokens_expiry() {
         StatusCode::NO_CONTENT
     );
 
-    // The 204 comes after the commit: a fresh connection sees the row now.
-    let expires_at: i64 = app
+    // The 204 comes after the commit: a fresh connection sees the row now,
+    // kept until the token's exp plus the server's leeway.
+    let purge_after: i64 = app
         .db()
         .query_row(
-            "SELECT expires_at FROM revoked_tokens WHERE jti = ?1",
+            "SELECT purge_after FROM revoked_tokens WHERE jti = ?1",
             [claims["jti"].as_str().unwrap()],
             |row| row.get(0),
         )
         .expect("the jti is in the denylist");
-    assert_eq!(expires_at, claims["exp"].as_i64().unwrap());
+    assert_eq!(
+        purge_after,
+        claims["exp"].as_i64().unwrap() + app.settings.leeway as i64
+    );
 }
 
 #[tokio::test]
@@ -198,7 +202,7 @@ async fn expired_revocations_are_purged_periodically() {
     );
     let db = app.db();
     db.execute(
-        "INSERT INTO revoked_tokens (jti, expires_at) VALUES ('long-expired', ?1)",
+        "INSERT INTO revoked_tokens (jti, purge_after) VALUES ('long-expired', ?1)",
         [now() - 86_400],
     )
     .unwrap();
@@ -238,7 +242,7 @@ async fn a_token_used_just_before_it_is_revoked_elsewhere_is_rejected_right_afte
     let jti = claims_of(&token)["jti"].as_str().unwrap().to_owned();
     app.db()
         .execute(
-            "INSERT INTO revoked_tokens (jti, expires_at) VALUES (?1, ?2)",
+            "INSERT INTO revoked_tokens (jti, purge_after) VALUES (?1, ?2)",
             rusqlite::params![jti, now() + 3600],
         )
         .unwrap();

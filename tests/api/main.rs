@@ -13,6 +13,7 @@ mod health;
 mod helpers;
 mod login;
 mod logout;
+mod migrations;
 mod openapi;
 mod register;
 mod throttling;
