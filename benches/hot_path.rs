@@ -11,7 +11,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use rusqlite::Connection;
 use tokengate::auth::tokens::Tokens;
 use tokengate::config::Secret;
-use tokengate::store::{denylist, migrations, pool};
+use tokengate::store::sqlite::{denylist, migrations, pool};
 
 const ROWS: usize = 1_000_000;
 
@@ -23,7 +23,7 @@ fn token_verification(c: &mut Criterion) {
         3600,
         30,
     );
-    let token = tokens.issue(42).expect("signing works").token;
+    let token = tokens.issue(42, None, 0).expect("signing works").token;
     c.bench_function("tokens::verify (HS256, all claims)", |b| {
         b.iter(|| tokens.verify(black_box(&token)).expect("valid"))
     });
@@ -37,7 +37,7 @@ fn database(rows: usize) -> (tempfile::TempDir, Connection) {
     let tx = conn.transaction().expect("tx");
     {
         let mut insert = tx
-            .prepare("INSERT INTO revoked_tokens (jti, expires_at) VALUES (?1, ?2)")
+            .prepare("INSERT INTO revoked_tokens (jti, purge_after) VALUES (?1, ?2)")
             .expect("prepare");
         for i in 0..rows {
             insert

@@ -155,6 +155,25 @@ pub struct Settings {
           value_parser = clap::value_parser!(u64).range(1..=600_000), global = true)]
     pub db_timeout_ms: u64,
 
+    /// Lifetime of a refresh token, in seconds (each refresh issues a new one,
+    /// so an active session slides forward).
+    #[arg(long, env = "TOKENGATE_REFRESH_TTL", default_value_t = 1_209_600,
+          value_parser = clap::value_parser!(u64).range(60..=31_536_000), global = true)]
+    pub refresh_ttl: u64,
+
+    /// Seconds during which a just-rotated refresh token may be presented
+    /// again (two tabs refreshing at once) and still get a working pair;
+    /// after that, presenting it is treated as theft and ends the session.
+    #[arg(long, env = "TOKENGATE_REFRESH_REUSE_INTERVAL", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(0..=3600), global = true)]
+    pub refresh_reuse_interval: u64,
+
+    /// Longest life of a session after its login, in seconds, however often
+    /// it is refreshed.
+    #[arg(long, env = "TOKENGATE_SESSION_MAX_AGE", default_value_t = 7_776_000,
+          value_parser = clap::value_parser!(u64).range(60..=315_360_000), global = true)]
+    pub session_max_age: u64,
+
     /// Seconds between purges of expired rows from the denylist.
     #[arg(long, env = "TOKENGATE_PURGE_INTERVAL", default_value_t = 300,
           value_parser = clap::value_parser!(u64).range(1..=86_400), global = true)]
@@ -177,6 +196,9 @@ impl Default for Settings {
             login_max_failures: 5,
             login_max_failures_per_client: 100,
             login_window: 900,
+            refresh_ttl: 1_209_600,
+            refresh_reuse_interval: 10,
+            session_max_age: 7_776_000,
             purge_interval: 300,
             db_timeout_ms: 5000,
         }
@@ -206,6 +228,17 @@ pub enum ConfigError {
 }
 
 impl Settings {
+    /// The lifetimes of tokens and sessions, for the store's session rules.
+    pub fn lifetimes(&self) -> crate::store::Lifetimes {
+        crate::store::Lifetimes {
+            token_ttl: self.token_ttl as i64,
+            leeway: self.leeway as i64,
+            refresh_ttl: self.refresh_ttl as i64,
+            refresh_reuse_interval: self.refresh_reuse_interval as i64,
+            session_max_age: self.session_max_age as i64,
+        }
+    }
+
     /// The signing secret: the configured one, or the one kept beside the
     /// database (generated on first use).
     pub fn load_secret(&self) -> Result<Secret, ConfigError> {

@@ -50,6 +50,16 @@ pub enum ApiError {
     /// Unknown e-mail or wrong password (deliberately indistinguishable).
     #[error("the e-mail address or password is incorrect")]
     InvalidCredentials,
+    /// A refresh token that is unknown, malformed, expired, reused or ended
+    /// (deliberately indistinguishable).
+    #[error("the refresh token is invalid, expired or revoked; log in again")]
+    InvalidGrant,
+    /// A password change with a wrong current password.
+    #[error("the current password is incorrect")]
+    WrongPassword,
+    /// No such active session of the caller.
+    #[error("there is no such active session")]
+    SessionNotFound,
     /// Registration is closed by configuration.
     #[error("registration is closed on this server")]
     RegistrationClosed,
@@ -106,7 +116,9 @@ impl ApiError {
         match self {
             ApiError::Unauthenticated => "unauthenticated",
             ApiError::InvalidToken(_) => "invalid_token",
-            ApiError::InvalidCredentials => "invalid_credentials",
+            ApiError::InvalidCredentials | ApiError::WrongPassword => "invalid_credentials",
+            ApiError::InvalidGrant => "invalid_grant",
+            ApiError::SessionNotFound => "not_found",
             ApiError::RegistrationClosed => "registration_closed",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
@@ -124,7 +136,7 @@ impl ApiError {
 
     fn challenge(&self) -> Option<String> {
         match self {
-            ApiError::Unauthenticated | ApiError::InvalidCredentials => {
+            ApiError::Unauthenticated | ApiError::InvalidCredentials | ApiError::InvalidGrant => {
                 Some(format!("Bearer realm=\"{REALM}\""))
             }
             ApiError::InvalidToken(description) => Some(format!(
@@ -151,9 +163,10 @@ impl ResponseError for ApiError {
         match self {
             ApiError::Unauthenticated
             | ApiError::InvalidToken(_)
-            | ApiError::InvalidCredentials => StatusCode::UNAUTHORIZED,
-            ApiError::RegistrationClosed => StatusCode::FORBIDDEN,
-            ApiError::NotFound => StatusCode::NOT_FOUND,
+            | ApiError::InvalidCredentials
+            | ApiError::InvalidGrant => StatusCode::UNAUTHORIZED,
+            ApiError::RegistrationClosed | ApiError::WrongPassword => StatusCode::FORBIDDEN,
+            ApiError::NotFound | ApiError::SessionNotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::EmailTaken => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,

@@ -14,7 +14,7 @@ use tokengate::config::Settings;
 use tokengate::error::FieldErrors;
 use tokengate::logging;
 use tokengate::startup::Application;
-use tokengate::store::{denylist, pool, users};
+use tokengate::store::{CreateError, Running, Store};
 
 /// JWT authentication API with real logout: tokens are revoked durably in a
 /// SQLite denylist that every authenticated route checks.
@@ -37,7 +37,8 @@ enum Command {
         #[command(subcommand)]
         action: UserCommand,
     },
-    /// Delete expired rows from the denylist now and print how many.
+    /// Delete what no token can need any more (expired revocations, ended
+    /// and expired sessions, expired refresh tokens) now, and print how many.
     Purge,
     /// Print the OpenAPI document (JSON, or YAML with --yaml).
     Openapi {
@@ -58,6 +59,14 @@ enum UserCommand {
         #[arg(long)]
         name: String,
     },
+    /// Log a user out everywhere (incident response): every session ends and
+    /// every access token issued up to now is rejected. Prints how many
+    /// sessions ended.
+    Revoke {
+        /// E-mail address of the user.
+        #[arg(long)]
+        email: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -67,6 +76,9 @@ fn main() -> ExitCode {
         Command::User {
             action: UserCommand::Add { email, name },
         } => add_user(&cli.settings, &email, &name),
+        Command::User {
+            action: UserCommand::Revoke { email },
+        } => revoke_user(&cli.settings, &email),
         Command::Purge => purge(&cli.settings),
         Command::Openapi { yaml } => {
             let service = tokengate::api::service();
@@ -163,43 +175,74 @@ fn add_user(settings: &Settings, email: &str, name: &str) -> Result<(), String> 
         return Err(format!("invalid user: {}", problems.join("; ")));
     }
 
-    let pool = pool::open_existing(
-        &settings.database,
-        Duration::from_millis(settings.db_timeout_ms),
-    )
-    .map_err(|e| e.to_string())?;
     let hash = password::hash_now(password).map_err(|e| e.to_string())?;
-    let created_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let conn = pool
-        .get()
-        .map_err(|e| format!("cannot open the database: {e}"))?;
-    match users::create(&conn, name, &email.to_lowercase(), &hash, &created_at) {
-        Ok(user) => {
-            println!("created user {} <{}>", user.id, user.email);
-            Ok(())
+    let email = email.to_lowercase();
+    with_store(settings, |store| async move {
+        match store
+            .create_user(name.to_owned(), email.clone(), hash)
+            .await
+        {
+            Ok(user) => {
+                println!("created user {} <{}>", user.id, user.email);
+                Ok(())
+            }
+            Err(CreateError::EmailTaken) => Err(format!(
+                "a user with the e-mail address {email} already exists"
+            )),
+            Err(CreateError::Store(e)) => Err(e.to_string()),
         }
-        Err(users::CreateError::EmailTaken) => Err(format!(
-            "a user with the e-mail address {} already exists",
-            email.to_lowercase()
-        )),
-        Err(users::CreateError::Store(e)) => Err(e.to_string()),
-    }
+    })
+}
+
+fn revoke_user(settings: &Settings, email: &str) -> Result<(), String> {
+    let email = email.trim().to_lowercase();
+    let at_us = chrono::Utc::now().timestamp_micros();
+    with_store(settings, |store| async move {
+        match store.revoke_user(&email, at_us).await {
+            Ok(Some(ended)) => {
+                println!(
+                    "logged {email} out everywhere: {ended} sessions ended; every token issued until now is rejected"
+                );
+                Ok(())
+            }
+            Ok(None) => Err(format!("there is no user with the e-mail address {email}")),
+            Err(e) => Err(e.to_string()),
+        }
+    })
 }
 
 fn purge(settings: &Settings) -> Result<(), String> {
-    let pool = pool::open_existing(
-        &settings.database,
-        Duration::from_millis(settings.db_timeout_ms),
-    )
-    .map_err(|e| e.to_string())?;
-    let conn = pool
-        .get()
-        .map_err(|e| format!("cannot open the database: {e}"))?;
-    let now = chrono::Utc::now().timestamp();
-    let purged = denylist::purge_expired(&conn, now).map_err(|e| e.to_string())?;
-    let left = denylist::len(&conn).map_err(|e| e.to_string())?;
-    println!("purged {purged} expired revocations ({left} left)");
-    Ok(())
+    with_store(settings, |store| async move {
+        let purged = store.purge().await.map_err(|e| e.to_string())?;
+        println!(
+            "purged {} expired revocations, {} sessions and {} refresh tokens",
+            purged.revocations, purged.sessions, purged.refresh_tokens
+        );
+        Ok(())
+    })
+}
+
+/// Runs a maintenance command on the configured database, which must
+/// already exist, then lets the store finish its background work (the last
+/// commit is durable before the process exits).
+fn with_store<F, Fut>(settings: &Settings, work: F) -> Result<(), String>
+where
+    F: FnOnce(std::sync::Arc<Store>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let (store, running): (Store, Running) =
+        Store::open(settings, true).map_err(|e| e.to_string())?;
+    let store = std::sync::Arc::new(store);
+    runtime.block_on(async {
+        let result = work(store.clone()).await;
+        drop(store);
+        running.finish(Duration::from_secs(30)).await;
+        result
+    })
 }
 
 /// Turning terminal echo off while a password is typed.

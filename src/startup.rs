@@ -22,14 +22,7 @@ use crate::config::{ConfigError, Settings};
 use crate::cors::SpaCors;
 use crate::middleware::Edge;
 use crate::state::AppState;
-use crate::store::changes::{Changes, LookupCache};
-use crate::store::{self, denylist, pool, Readers, Writer};
-
-/// Threads serving the per-request database reads (see [`crate::store::reader`]).
-const READER_THREADS: usize = 2;
-
-/// Most tokens whose lookup answers are remembered (a few hundred bytes each).
-const LOOKUP_CACHE_TOKENS: usize = 16_384;
+use crate::store::{self, Running, Store};
 
 /// How long in-flight requests may take to finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -42,10 +35,10 @@ pub enum StartupError {
     Config(#[from] ConfigError),
     /// The database could not be opened or migrated.
     #[error(transparent)]
-    Database(#[from] pool::OpenError),
-    /// The database writer could not start.
-    #[error("cannot start the database writer: {0}")]
-    Writer(#[from] store::StoreError),
+    Database(#[from] store::OpenError),
+    /// Start-up work could not be run.
+    #[error("cannot start: {0}")]
+    Task(String),
     /// The address could not be bound.
     #[error("cannot listen on {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
@@ -57,7 +50,7 @@ pub struct Application {
     local_addr: SocketAddr,
     state: Arc<AppState>,
     settings: Settings,
-    writer: std::thread::JoinHandle<()>,
+    running: Running,
 }
 
 impl Application {
@@ -66,19 +59,12 @@ impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         tokio::task::spawn_blocking(move || Self::build_blocking(settings))
             .await
-            .unwrap_or_else(|e| Err(StartupError::Writer(store::StoreError::Task(e.to_string()))))
+            .unwrap_or_else(|e| Err(StartupError::Task(e.to_string())))
     }
 
     fn build_blocking(settings: Settings) -> Result<Self, StartupError> {
-        let timeout = Duration::from_millis(settings.db_timeout_ms);
-        let pool = pool::open(&settings.database, timeout)?;
+        let (store, running) = Store::open(&settings, false)?;
         let secret = settings.load_secret()?;
-        let (writer_handle, writer) = Writer::start(&settings.database, timeout, settings.leeway)?;
-        let readers = Readers::start(&settings.database, READER_THREADS, timeout)?;
-        let changes = Changes::open(&settings.database);
-        if changes.is_none() {
-            tracing::warn!("cannot map the WAL index; every request will query the denylist");
-        }
         let listener = std::net::TcpListener::bind(settings.bind)
             .map_err(|e| StartupError::Bind(settings.bind, e))?;
         listener
@@ -88,11 +74,7 @@ impl Application {
             .local_addr()
             .map_err(|e| StartupError::Bind(settings.bind, e))?;
         let state = Arc::new(AppState {
-            pool,
-            readers,
-            changes,
-            lookups: LookupCache::new(LOOKUP_CACHE_TOKENS),
-            writer: writer_handle,
+            store,
             tokens: Tokens::new(
                 &secret,
                 &settings.issuer,
@@ -114,7 +96,7 @@ impl Application {
             local_addr,
             state,
             settings,
-            writer,
+            running,
         })
     }
 
@@ -140,13 +122,9 @@ impl Application {
             .await;
         purge.abort();
         let _ = purge.await;
-        // Every handle on the state is gone now: the revocation writer commits
+        // Every handle on the state is gone now: the database writer commits
         // what is queued, checkpoints the WAL and stops; wait for it.
-        let writer = self.writer;
-        let joined = tokio::task::spawn_blocking(move || writer.join());
-        if tokio::time::timeout(SHUTDOWN_GRACE, joined).await.is_err() {
-            tracing::warn!("the database writer did not stop in time");
-        }
+        self.running.finish(SHUTDOWN_GRACE).await;
         tracing::info!("stopped");
         result
     }
@@ -186,19 +164,23 @@ fn allowed_methods() -> HashMap<String, HeaderValue> {
     allow
 }
 
-/// Deletes expired denylist rows and stale throttle counters every `every`.
+/// Deletes what no token can need any more (expired revocations, sessions,
+/// refresh tokens) and stale throttle counters, every `every`.
 async fn purge_periodically(state: Arc<AppState>, every: Duration) {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
         state.throttle.sweep();
-        let pool = state.pool.clone();
-        let now = chrono::Utc::now().timestamp();
-        match store::blocking(move || denylist::purge_expired(&*pool.get()?, now)).await {
-            Ok(0) => {}
-            Ok(purged) => tracing::info!(purged, "purged expired denylist rows"),
-            Err(e) => tracing::warn!(error = %e, "denylist purge failed"),
+        match state.store.purge().await {
+            Ok(purged) if purged == store::Purged::default() => {}
+            Ok(purged) => tracing::info!(
+                revocations = purged.revocations,
+                sessions = purged.sessions,
+                refresh_tokens = purged.refresh_tokens,
+                "purged"
+            ),
+            Err(e) => tracing::warn!(error = %e, "purge failed"),
         }
     }
 }

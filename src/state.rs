@@ -3,22 +3,12 @@
 use crate::auth::throttle::LoginThrottle;
 use crate::auth::tokens::Tokens;
 use crate::config::Registration;
-use crate::store::changes::{Changes, LookupCache};
-use crate::store::{Pool, Readers, Writer};
+use crate::store::Store;
 
 /// Everything a handler needs, built once at start (see [`crate::startup`]).
 pub struct AppState {
-    /// Connection pool for user writes and logins (blocking-pool work).
-    pub pool: Pool,
-    /// Reader threads for the per-request lookups (denylist, user, health).
-    pub readers: Readers,
-    /// The database's version, read from its shared memory (`None`: unknown,
-    /// nothing is cached).
-    pub changes: Option<Changes>,
-    /// Per-token lookup answers, valid for one database version.
-    pub lookups: LookupCache,
-    /// The group-commit writer (revocations, health probes).
-    pub writer: Writer,
+    /// Users, sessions, the denylist: whatever engine holds them.
+    pub store: Store,
     /// Token signer and verifier.
     pub tokens: Tokens,
     /// Failed-login counters.

@@ -1,22 +1,25 @@
-//! `POST /api/v1/login` and `DELETE /api/v1/logout`.
+//! `POST /api/v1/login`, `POST /api/v1/token/refresh` and
+//! `DELETE /api/v1/logout`: starting, continuing and ending sessions.
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use poem::web::{Data, RemoteAddr};
+use poem::Request;
+use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
 use poem_openapi::types::Email;
-use poem_openapi::{ApiResponse, Object, OpenApi};
+use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 use serde_json::{Map, Value};
 
 use super::body::{check_email, check_length, required_string, FromJsonObject, JsonBody};
 use super::security::BearerAuth;
 use super::ApiTags;
 use crate::auth::password;
+use crate::auth::refresh;
 use crate::error::{ApiError, ErrorBody, FieldErrors};
 use crate::state::AppState;
-use crate::store::denylist::Revocation;
-use crate::store::{blocking, users};
+use crate::store::{Checked, LogoutScope, NewSession, Refreshed, TokenToEnd};
 
 /// A login request.
 #[derive(Debug, Object)]
@@ -45,7 +48,7 @@ impl FromJsonObject for LoginRequest {
     }
 }
 
-/// An access token.
+/// A new pair of tokens: an access token and the session's refresh token.
 #[derive(Debug, Object)]
 #[oai(rename = "Token")]
 pub struct TokenBody {
@@ -53,16 +56,89 @@ pub struct TokenBody {
     pub access_token: String,
     /// Always `Bearer`.
     pub token_type: String,
-    /// Seconds until the token expires.
+    /// Seconds until the access token expires.
     pub expires_in: u64,
-    /// When the token expires (RFC 3339, UTC).
+    /// When the access token expires (RFC 3339, UTC).
     pub expires_at: DateTime<Utc>,
+    /// Opaque refresh token: `POST /api/v1/token/refresh` exchanges it for a
+    /// new pair (and it then stops being current). Keep it out of reach of
+    /// scripts you do not trust; never send it anywhere else.
+    pub refresh_token: String,
+    /// When the refresh token expires (RFC 3339, UTC).
+    pub refresh_expires_at: DateTime<Utc>,
+}
+
+/// Signs an access token for `user_id` in session `sid` and pairs it with the
+/// session's new refresh token. `not_before_us`: a moment (Unix µs) the
+/// access token must be issued after (a password change's mark), or 0.
+pub(crate) fn token_pair(
+    state: &AppState,
+    user_id: i64,
+    sid: &str,
+    refresh_token: String,
+    refresh_expires_at: i64,
+    not_before_us: i64,
+) -> Result<TokenBody, ApiError> {
+    let issued = state
+        .tokens
+        .issue(user_id, Some(sid), not_before_us)
+        .map_err(|e| ApiError::Internal(format!("signing a token failed: {e}")))?;
+    Ok(TokenBody {
+        access_token: issued.token,
+        token_type: "Bearer".to_owned(),
+        expires_in: issued.expires_in,
+        expires_at: issued.expires_at,
+        refresh_token,
+        refresh_expires_at: DateTime::from_timestamp(refresh_expires_at, 0).unwrap_or_default(),
+    })
+}
+
+/// Longest `User-Agent` kept with a session, in characters.
+const MAX_USER_AGENT_CHARS: usize = 256;
+
+/// The `User-Agent` of a request, cut to a bounded length.
+pub(crate) fn user_agent(request: &Request) -> Option<String> {
+    let text = request.headers().get("user-agent")?.to_str().ok()?;
+    Some(text.chars().take(MAX_USER_AGENT_CHARS).collect())
+}
+
+/// A refresh request.
+#[derive(Debug, Object)]
+pub struct RefreshRequest {
+    /// The refresh token from the last login or refresh.
+    pub refresh_token: String,
+}
+
+impl FromJsonObject for RefreshRequest {
+    fn from_json_object(object: &Map<String, Value>) -> Result<Self, FieldErrors> {
+        let mut errors = FieldErrors::new();
+        match required_string(object, "refresh_token", &mut errors) {
+            Some(refresh_token) => Ok(Self { refresh_token }),
+            None => Err(errors),
+        }
+    }
+}
+
+/// What else `DELETE /api/v1/logout` ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename = "LogoutScope")]
+pub enum ScopeParam {
+    /// This token and its session (the session's refresh token and every
+    /// other access token of it stop working).
+    #[oai(rename = "local")]
+    Local,
+    /// Every other session of the user; this token and its session stay.
+    #[oai(rename = "others")]
+    Others,
+    /// Every session of the user and every access token issued up to now.
+    #[oai(rename = "global")]
+    Global,
 }
 
 /// Answers of `login`.
 #[derive(ApiResponse)]
 pub enum LoginResponse {
-    /// Logged in: a fresh access token.
+    /// Logged in: a new session, its first access token and refresh token.
     #[oai(status = 200, content_type = "application/json")]
     Ok(Json<TokenBody>),
     /// The body is not valid JSON (`bad_request`).
@@ -99,10 +175,44 @@ pub enum LoginResponse {
     ServiceUnavailable(Json<ErrorBody>),
 }
 
+/// Answers of `refreshToken`.
+#[derive(ApiResponse)]
+pub enum RefreshResponse {
+    /// A new pair for the same session; the presented refresh token is now
+    /// the previous one.
+    #[oai(status = 200, content_type = "application/json")]
+    Ok(Json<TokenBody>),
+    /// The body is not valid JSON (`bad_request`).
+    #[oai(status = 400, content_type = "application/json")]
+    BadRequest(Json<ErrorBody>),
+    /// The refresh token is unknown, malformed, expired, reused or its
+    /// session has ended (`invalid_grant`); log in again.
+    #[oai(status = 401, content_type = "application/json")]
+    Unauthorized(
+        Json<ErrorBody>,
+        /// `Bearer realm="tokengate"`.
+        #[oai(header = "WWW-Authenticate")]
+        String,
+    ),
+    /// The body is over 64 KiB (`payload_too_large`).
+    #[oai(status = 413, content_type = "application/json")]
+    PayloadTooLarge(Json<ErrorBody>),
+    /// The body is not `application/json` (`unsupported_media_type`).
+    #[oai(status = 415, content_type = "application/json")]
+    UnsupportedMediaType(Json<ErrorBody>),
+    /// `refresh_token` is missing or not a string (`validation_failed`).
+    #[oai(status = 422, content_type = "application/json")]
+    ValidationFailed(Json<ErrorBody>),
+    /// The database cannot be used right now (`service_unavailable`); nothing changed.
+    #[oai(status = 503, content_type = "application/json")]
+    ServiceUnavailable(Json<ErrorBody>),
+}
+
 /// Answers of `logout`.
 #[derive(ApiResponse)]
 pub enum LogoutResponse {
-    /// The token is revoked, durably: it is rejected from now on, also after a restart.
+    /// Logged out, durably: what the scope ends is rejected from now on,
+    /// also after a restart.
     #[oai(status = 204)]
     NoContent,
     /// No token (`unauthenticated`), or a token that is malformed, expired or
@@ -114,31 +224,57 @@ pub enum LogoutResponse {
         #[oai(header = "WWW-Authenticate")]
         String,
     ),
-    /// The revocation could not be stored (`service_unavailable`); the token is not revoked.
+    /// `scope` is not one of `local`, `others`, `global`, or is given more
+    /// than once (`validation_failed`).
+    #[oai(status = 422, content_type = "application/json")]
+    ValidationFailed(Json<ErrorBody>),
+    /// The logout could not be stored (`service_unavailable`); nothing ended.
     #[oai(status = 503, content_type = "application/json")]
     ServiceUnavailable(Json<ErrorBody>),
 }
 
-/// Logging in and out.
+/// A `422` for a query parameter given more than once (the value would be
+/// ambiguous).
+fn refuse_repeated_parameter(request: &Request, name: &str) -> Result<(), ApiError> {
+    let repeated = request
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|pair| pair.split('=').next() == Some(name))
+        .count()
+        > 1;
+    if repeated {
+        return Err(ApiError::Validation(FieldErrors::from([(
+            name.to_owned(),
+            vec!["must be given at most once".to_owned()],
+        )])));
+    }
+    Ok(())
+}
+
+/// Logging in, refreshing and logging out.
 pub struct AuthApi;
 
 #[OpenApi(tag = "ApiTags::Auth")]
 impl AuthApi {
     /// Log in
     ///
-    /// Exchanges an e-mail address and password for a signed access token
-    /// (HS256 JWT). Unknown addresses and wrong passwords get the same answer
-    /// in about the same time. After repeated failures for one address or from
-    /// one client, logins are refused with `429` for a while.
+    /// Exchanges an e-mail address and password for a new session: a signed
+    /// access token (a JWT carrying the session id as `sid`) and the
+    /// session's refresh token. Unknown addresses and wrong passwords get the
+    /// same answer in about the same time. After repeated failures for one
+    /// address or from one client, logins are refused with `429` for a while.
     #[oai(path = "/api/v1/login", method = "post", operation_id = "login")]
     async fn login(
         &self,
         state: Data<&Arc<AppState>>,
         remote: &RemoteAddr,
+        request: &Request,
         body: JsonBody<LoginRequest>,
     ) -> poem::Result<LoginResponse> {
-        let request = body.parse().await?;
-        let email = request.email.0;
+        let login = body.parse().await?;
+        let email = login.email.0;
         let client = remote.as_socket_addr().map(|addr| addr.ip());
         if let Some(wait) = state.throttle.check(&email, client) {
             let retry_after = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
@@ -148,16 +284,14 @@ impl AuthApi {
             .into());
         }
 
-        let pool = state.pool.clone();
-        let lookup = email.clone();
-        let found = blocking(move || users::find_credentials(&*pool.get()?, &lookup)).await?;
+        let found = state.store.find_credentials(&email).await?;
         let (user_id, hash) = match found {
             Some(c) => (Some(c.id), Some(c.password_hash)),
             None => (None, None),
         };
         // An unknown address is verified against a dummy hash anyway, so both
         // failures cost the same time.
-        let matches = password::verify(request.password, hash)
+        let matches = password::verify(login.password, hash)
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))?;
         let user_id = user_id.filter(|_| matches);
@@ -167,37 +301,100 @@ impl AuthApi {
             return Err(ApiError::InvalidCredentials.into());
         };
         state.throttle.record_success(&email);
-        let issued = state
-            .tokens
-            .issue(user_id)
-            .map_err(|e| ApiError::Internal(format!("signing a token failed: {e}")))?;
+
+        // A session starts, durably, before any token of it is handed out.
+        let sid = refresh::new_session_id();
+        let first = refresh::new_token(&sid);
+        let refresh_expires_at = state
+            .store
+            .start_session(NewSession {
+                sid: sid.clone(),
+                user_id,
+                refresh_hash: first.hash,
+                user_agent: user_agent(request),
+                ip: client.map(|ip| ip.to_string()),
+            })
+            .await?;
+        let pair = token_pair(&state, user_id, &sid, first.token, refresh_expires_at, 0)?;
         tracing::info!(user_id, "user logged in");
-        Ok(LoginResponse::Ok(Json(TokenBody {
-            access_token: issued.token,
-            token_type: "Bearer".to_owned(),
-            expires_in: issued.expires_in,
-            expires_at: issued.expires_at,
-        })))
+        Ok(LoginResponse::Ok(Json(pair)))
+    }
+
+    /// Refresh the tokens
+    ///
+    /// Exchanges the session's current refresh token for a new pair (an
+    /// access token and a new refresh token); the presented one becomes the
+    /// previous one. Presenting the previous one again within the reuse
+    /// interval (two tabs refreshing at once) also gets a working pair of the
+    /// same session; presenting it later, or any older one, is treated as
+    /// theft: the session ends and the answer is `401 invalid_grant`.
+    #[oai(
+        path = "/api/v1/token/refresh",
+        method = "post",
+        operation_id = "refreshToken"
+    )]
+    async fn refresh_token(
+        &self,
+        state: Data<&Arc<AppState>>,
+        body: JsonBody<RefreshRequest>,
+    ) -> poem::Result<RefreshResponse> {
+        let request = body.parse().await?;
+        let Some(presented) = refresh::parse(&request.refresh_token) else {
+            return Err(ApiError::InvalidGrant.into());
+        };
+        let sid = presented.sid.clone();
+        let next = refresh::new_token(&sid);
+        match state.store.refresh(presented, next.hash).await? {
+            Refreshed::Issued {
+                user_id,
+                refresh_expires_at,
+            } => {
+                let pair = token_pair(&state, user_id, &sid, next.token, refresh_expires_at, 0)?;
+                Ok(RefreshResponse::Ok(Json(pair)))
+            }
+            Refreshed::Theft => {
+                tracing::warn!("refresh token reused outside the rules; session ended");
+                Err(ApiError::InvalidGrant.into())
+            }
+            Refreshed::Invalid => Err(ApiError::InvalidGrant.into()),
+        }
     }
 
     /// Log out
     ///
-    /// Revokes the bearer token: its `jti` is added to the denylist, and the
-    /// `204` is sent only once that is committed to disk. From then on every
-    /// authenticated route rejects the token, also after a restart. Logging
-    /// out twice with the same token gets `401` the second time.
+    /// Ends the bearer token, and with `scope` more, durably: the `204` is
+    /// sent only once that is committed. `local` (the default): this token
+    /// (its `jti` goes into the denylist) and its session, so the session's
+    /// refresh token and every other access token of it stop working.
+    /// `others`: every other session of the user; this token and its session
+    /// stay valid. `global`: every session of the user and every access token
+    /// of the user issued up to now. Logging out twice with the same token
+    /// gets `401` the second time.
     #[oai(path = "/api/v1/logout", method = "delete", operation_id = "logout")]
     async fn logout(
         &self,
         state: Data<&Arc<AppState>>,
+        request: &Request,
         auth: BearerAuth,
+        /// What else to end: `local` (default), `others` or `global`.
+        scope: Query<Option<ScopeParam>>,
     ) -> poem::Result<LogoutResponse> {
-        match state.writer.revoke(&auth.0.jti, auth.0.exp).await? {
-            Revocation::Revoked => Ok(LogoutResponse::NoContent),
-            // Another request revoked it between our check and our insert.
-            Revocation::AlreadyRevoked => {
-                Err(ApiError::InvalidToken("the access token has been revoked").into())
-            }
+        refuse_repeated_parameter(request, "scope")?;
+        let scope = match scope.0.unwrap_or(ScopeParam::Local) {
+            ScopeParam::Local => LogoutScope::Local,
+            ScopeParam::Others => LogoutScope::Others,
+            ScopeParam::Global => LogoutScope::Global,
+        };
+        let claims = auth.0;
+        let token = TokenToEnd {
+            key: claims.lookup_key(),
+            exp: claims.exp,
+            issued: claims.issued,
+        };
+        match state.store.logout(token, scope).await? {
+            Checked::Done(()) => Ok(LogoutResponse::NoContent),
+            // Another request ended it between our check and our write.
+            Checked::Refused(refusal) => Err(ApiError::InvalidToken(refusal.description()).into()),
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The HTTP API, described with poem-openapi: one file per area.
 //!
-//! - [`users`]: `register`, `currentUser`
-//! - [`auth`]: `login`, `logout`
+//! - [`users`]: `register`, `currentUser`, `changePassword`
+//! - [`auth`]: `login`, `refreshToken`, `logout`
+//! - [`sessions`]: `listSessions`, `deleteSession`
 //! - [`health`]: the `health` operation
 //! - [`security`]: the `bearerAuth` scheme, where every token is checked
 //! - [`body`]: the JSON request-body extractor
@@ -15,19 +16,23 @@ pub mod auth;
 pub mod body;
 pub mod health;
 pub mod security;
+pub mod sessions;
 pub mod users;
 
 use chrono::{DateTime, Utc};
 use poem_openapi::{Object, OpenApiService, Tags};
 
-use crate::store::users::User;
+use crate::store::User;
 
 /// Tags grouping the operations in the document and Swagger UI.
 #[derive(Tags)]
 pub enum ApiTags {
-    /// Logging in and out.
+    /// Logging in, refreshing and logging out.
     #[oai(rename = "auth")]
     Auth,
+    /// Where a user is logged in.
+    #[oai(rename = "sessions")]
+    Sessions,
     /// Registering and reading users.
     #[oai(rename = "users")]
     Users,
@@ -65,9 +70,22 @@ impl From<User> for UserBody {
 
 /// The API's OpenAPI service: every operation, with the document's metadata.
 /// It needs no state, so `tokengate openapi` can print the document offline.
-pub fn service() -> OpenApiService<(users::UsersApi, auth::AuthApi, health::HealthApi), ()> {
+pub fn service() -> OpenApiService<
+    (
+        users::UsersApi,
+        auth::AuthApi,
+        sessions::SessionsApi,
+        health::HealthApi,
+    ),
+    (),
+> {
     OpenApiService::new(
-        (users::UsersApi, auth::AuthApi, health::HealthApi),
+        (
+            users::UsersApi,
+            auth::AuthApi,
+            sessions::SessionsApi,
+            health::HealthApi,
+        ),
         "tokengate",
         env!("CARGO_PKG_VERSION"),
     )

@@ -1,7 +1,9 @@
 //! The `bearerAuth` security scheme and the one place where a request's
-//! token is checked: signature, algorithm, claims, then the denylist. Every
-//! authenticated operation takes a [`BearerAuth`] or [`BearerUser`] argument,
-//! both built by [`authenticate`], so a new route cannot skip the denylist.
+//! token is checked: signature, algorithm, claims, then what storage knows
+//! (the denylist, the token's session, the user's global-logout mark; see
+//! [`crate::auth::verdict`]). Every authenticated operation takes a
+//! [`BearerAuth`] or [`BearerUser`] argument, both built by [`authenticate`],
+//! so a new route cannot skip a check.
 //!
 //! It is written by hand rather than derived because poem-openapi's derived
 //! bearer scheme rejects a missing or non-Bearer header (and an empty token)
@@ -15,11 +17,10 @@ use poem_openapi::registry::{MetaSecurityScheme, Registry};
 use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions};
 
 use crate::auth::tokens::VerifiedClaims;
+use crate::auth::verdict;
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::store::changes::{Changes, Lookup};
-use crate::store::denylist;
-use crate::store::users::{self, User};
+use crate::store::User;
 
 /// Name of the security scheme in the OpenAPI document.
 pub const SCHEME_NAME: &str = "bearerAuth";
@@ -51,23 +52,11 @@ fn presented(request: &Request) -> Result<Presented<'_>, ApiError> {
     ))
 }
 
-/// What an authenticated route needs besides a valid, unrevoked token.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Need {
-    /// Only the token (logout).
-    Token,
-    /// The token's user too (`currentUser`): 401 if it no longer exists.
-    User,
-}
-
-/// Checks a request's token: the only code path that accepts one. The
-/// denylist lookup (and the user, when needed) is one job on a reader thread,
-/// unless the same lookup was answered at the database's current version
-/// (see [`crate::store::changes`]).
-async fn authenticate(
-    request: &Request,
-    need: Need,
-) -> Result<(VerifiedClaims, Option<User>), ApiError> {
+/// Checks a request's token: the only code path that accepts one. What
+/// storage knows about it is one lookup (one reader job, or an answer
+/// remembered while the database provably has not changed); a lookup that
+/// cannot be made is a `503`: fail closed.
+async fn authenticate(request: &Request) -> Result<(VerifiedClaims, User), ApiError> {
     let state = request
         .data::<Arc<AppState>>()
         .ok_or_else(|| ApiError::Internal("application state missing".into()))?;
@@ -80,57 +69,23 @@ async fn authenticate(
         .tokens
         .verify(token)
         .map_err(|e| ApiError::InvalidToken(e.description()))?;
-    let user_id = match need {
-        Need::Token => None,
-        Need::User => Some(claims.user_id),
-    };
-    // The version is read before the lookup runs: if anything commits in
-    // between, the answer is remembered under an already-stale version.
-    let version = state.changes.as_ref().and_then(Changes::version);
-    let cached = version.and_then(|v| state.lookups.get(v, &claims.jti, user_id));
-    let lookup = match cached {
-        Some(lookup) => lookup,
-        None => {
-            let jti = claims.jti.clone();
-            // Fail closed: a denylist that cannot be read is a 503 (via `?`),
-            // and nothing remembered before the failure counts any more.
-            let lookup = state
-                .readers
-                .run(move |conn| {
-                    if denylist::is_revoked(conn, &jti)? {
-                        return Ok(Lookup::Revoked);
-                    }
-                    match user_id {
-                        Some(id) => Ok(Lookup::Valid(users::find_by_id(conn, id)?)),
-                        None => Ok(Lookup::Valid(None)),
-                    }
-                })
-                .await
-                .inspect_err(|_| state.lookups.clear())?;
-            // Only reads are worth remembering: a token checked for logout is
-            // about to be revoked anyway.
-            if let Some(v) = version.filter(|_| need == Need::User) {
-                state
-                    .lookups
-                    .put(v, claims.jti.clone(), user_id, lookup.clone());
-            }
-            lookup
-        }
-    };
-    match lookup {
-        Lookup::Revoked => Err(ApiError::InvalidToken("the access token has been revoked")),
-        Lookup::Valid(None) if need == Need::User => {
-            Err(ApiError::InvalidToken("the token's user no longer exists"))
-        }
-        Lookup::Valid(user) => Ok((claims, user)),
+    let lookup = state.store.lookup(&claims.lookup_key()).await?;
+    let now_s = chrono::Utc::now().timestamp();
+    verdict::judge(claims.facts(), &lookup, now_s)
+        .map_err(|refusal| ApiError::InvalidToken(refusal.description()))?;
+    match lookup.user {
+        Some(facts) => Ok((claims, facts.user.clone())),
+        None => Err(ApiError::InvalidToken(
+            verdict::Refusal::UserGone.description(),
+        )),
     }
 }
 
-/// A valid, unrevoked bearer token (for routes that do not load the user).
+/// A token every check accepts (for routes that need only its claims).
 #[derive(Debug)]
 pub struct BearerAuth(pub VerifiedClaims);
 
-/// A valid, unrevoked bearer token and the existing user it names.
+/// A token every check accepts, and the existing user it names.
 #[derive(Debug)]
 pub struct BearerUser {
     /// The token's claims.
@@ -160,7 +115,7 @@ fn register_scheme(registry: &mut Registry) {
 /// Implements poem-openapi's extractor for a type built from [`authenticate`]:
 /// both types are the `bearerAuth` scheme in the document.
 macro_rules! bearer_extractor {
-    ($ty:ty, $need:expr, |$claims:ident, $user:ident| $build:expr) => {
+    ($ty:ty, |$claims:ident, $user:ident| $build:expr) => {
         impl<'a> ApiExtractor<'a> for $ty {
             const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::SecurityScheme];
 
@@ -180,18 +135,13 @@ macro_rules! bearer_extractor {
                 _body: &mut RequestBody,
                 _param_opts: ExtractParamOptions<Self::ParamType>,
             ) -> poem::Result<Self> {
-                let ($claims, $user) = authenticate(request, $need).await?;
-                $build
+                let ($claims, $user) = authenticate(request).await?;
+                Ok($build)
             }
         }
     };
 }
 
-bearer_extractor!(BearerAuth, Need::Token, |claims, _user| Ok(BearerAuth(
-    claims
-)));
+bearer_extractor!(BearerAuth, |claims, _user| BearerAuth(claims));
 
-bearer_extractor!(BearerUser, Need::User, |claims, user| match user {
-    Some(user) => Ok(BearerUser { claims, user }),
-    None => Err(ApiError::InvalidToken("the token's user no longer exists").into()),
-});
+bearer_extractor!(BearerUser, |claims, user| BearerUser { claims, user });

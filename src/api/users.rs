@@ -1,22 +1,24 @@
-//! `POST /api/v1/register` and `GET /api/v1/user`.
+//! `POST /api/v1/register`, `GET /api/v1/user` and
+//! `PUT /api/v1/user/password`.
 
 use std::sync::Arc;
 
-use chrono::{SecondsFormat, Utc};
-use poem::web::Data;
+use poem::web::{Data, RemoteAddr};
+use poem::Request;
 use poem_openapi::payload::Json;
 use poem_openapi::types::Email;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use serde_json::{Map, Value};
 
+use super::auth::{token_pair, user_agent, TokenBody};
 use super::body::{check_email, check_length, required_string, FromJsonObject, JsonBody};
 use super::security::BearerUser;
 use super::{ApiTags, UserBody};
-use crate::auth::password;
+use crate::auth::{password, refresh};
 use crate::config::Registration;
 use crate::error::{ApiError, ErrorBody, FieldErrors};
 use crate::state::AppState;
-use crate::store::{blocking, users};
+use crate::store::{Checked, CreateError, NewSession, PasswordChange, TokenToEnd};
 
 /// A registration request.
 #[derive(Debug, Object)]
@@ -123,25 +125,17 @@ impl UsersApi {
         let hash = password::hash(request.password)
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))?;
-        let pool = state.pool.clone();
-        let created = blocking(move || {
-            let created_at = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
-            Ok(users::create(
-                &*pool.get()?,
-                &request.name,
-                &request.email.0,
-                &hash,
-                &created_at,
-            ))
-        })
-        .await?;
+        let created = state
+            .store
+            .create_user(request.name, request.email.0, hash)
+            .await;
         match created {
             Ok(user) => {
                 tracing::info!(user_id = user.id, "user registered");
                 Ok(RegisterResponse::Created(Json(user.into())))
             }
-            Err(users::CreateError::EmailTaken) => Err(ApiError::EmailTaken.into()),
-            Err(users::CreateError::Store(e)) => Err(ApiError::from(e).into()),
+            Err(CreateError::EmailTaken) => Err(ApiError::EmailTaken.into()),
+            Err(CreateError::Store(e)) => Err(ApiError::from(e).into()),
         }
     }
 
@@ -153,4 +147,159 @@ impl UsersApi {
     async fn current_user(&self, auth: BearerUser) -> CurrentUserResponse {
         CurrentUserResponse::Ok(Json(auth.user.into()))
     }
+
+    /// Change the password
+    ///
+    /// Checks `current_password`, stores `new_password` (the register rules
+    /// apply; it may equal the old one) and answers a new pair for the
+    /// current session. Every other session of the user ends, and every access
+    /// token of the user issued before the change is rejected from now on,
+    /// including the one that made this call. A wrong `current_password` is
+    /// `403` and counts as a failed login for the user's e-mail address.
+    #[oai(
+        path = "/api/v1/user/password",
+        method = "put",
+        operation_id = "changePassword"
+    )]
+    async fn change_password(
+        &self,
+        state: Data<&Arc<AppState>>,
+        remote: &RemoteAddr,
+        request: &Request,
+        auth: BearerUser,
+        body: JsonBody<ChangePasswordRequest>,
+    ) -> poem::Result<ChangePasswordResponse> {
+        let change = body.parse().await?;
+        let email = auth.user.email.clone();
+        let client = remote.as_socket_addr().map(|addr| addr.ip());
+        if let Some(wait) = state.throttle.check(&email, client) {
+            let retry_after = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            return Err(ApiError::TooManyRequests {
+                retry_after: retry_after.max(1),
+            }
+            .into());
+        }
+        let hash = state
+            .store
+            .find_credentials(&email)
+            .await?
+            .map(|c| c.password_hash);
+        let matches = password::verify(change.current_password, hash)
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        if !matches {
+            state.throttle.record_failure(&email, client);
+            return Err(ApiError::WrongPassword.into());
+        }
+        state.throttle.record_success(&email);
+        let password_hash = password::hash(change.new_password)
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+
+        let claims = auth.claims;
+        let user_id = claims.user_id;
+        // A token without a session (issued before v2) gets a new session.
+        let sid = claims.sid.clone().unwrap_or_else(refresh::new_session_id);
+        let next = refresh::new_token(&sid);
+        let at_us = chrono::Utc::now().timestamp_micros();
+        let outcome = state
+            .store
+            .change_password(PasswordChange {
+                token: TokenToEnd {
+                    key: claims.lookup_key(),
+                    exp: claims.exp,
+                    issued: claims.issued,
+                },
+                password_hash,
+                session: NewSession {
+                    sid: sid.clone(),
+                    user_id,
+                    refresh_hash: next.hash,
+                    user_agent: user_agent(request),
+                    ip: client.map(|ip| ip.to_string()),
+                },
+                at_us,
+            })
+            .await?;
+        match outcome {
+            Checked::Done(refresh_expires_at) => {
+                tracing::info!(user_id, "password changed");
+                let pair =
+                    token_pair(&state, user_id, &sid, next.token, refresh_expires_at, at_us)?;
+                Ok(ChangePasswordResponse::Ok(Json(pair)))
+            }
+            Checked::Refused(refusal) => Err(ApiError::InvalidToken(refusal.description()).into()),
+        }
+    }
+}
+
+/// A password change.
+#[derive(Debug, Object)]
+pub struct ChangePasswordRequest {
+    /// The password now.
+    #[oai(validator(min_length = 1, max_length = 1024))]
+    pub current_password: String,
+    /// The new password, 8 to 1024 characters.
+    #[oai(validator(min_length = 8, max_length = 1024))]
+    pub new_password: String,
+}
+
+impl FromJsonObject for ChangePasswordRequest {
+    fn from_json_object(object: &Map<String, Value>) -> Result<Self, FieldErrors> {
+        let mut errors = FieldErrors::new();
+        let current = required_string(object, "current_password", &mut errors)
+            .filter(|v| check_length(v, "current_password", 1, 1024, &mut errors));
+        let new = required_string(object, "new_password", &mut errors)
+            .filter(|v| check_length(v, "new_password", 8, 1024, &mut errors));
+        match (current, new) {
+            (Some(current_password), Some(new_password)) if errors.is_empty() => Ok(Self {
+                current_password,
+                new_password,
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
+/// Answers of `changePassword`.
+#[derive(ApiResponse)]
+pub enum ChangePasswordResponse {
+    /// Changed: a new pair for the current session.
+    #[oai(status = 200, content_type = "application/json")]
+    Ok(Json<TokenBody>),
+    /// The body is not valid JSON (`bad_request`).
+    #[oai(status = 400, content_type = "application/json")]
+    BadRequest(Json<ErrorBody>),
+    /// No token (`unauthenticated`), or a token that is not accepted (`invalid_token`).
+    #[oai(status = 401, content_type = "application/json")]
+    Unauthorized(
+        Json<ErrorBody>,
+        /// RFC 6750 challenge.
+        #[oai(header = "WWW-Authenticate")]
+        String,
+    ),
+    /// `current_password` is wrong (`invalid_credentials`); counts as a failed login.
+    #[oai(status = 403, content_type = "application/json")]
+    Forbidden(Json<ErrorBody>),
+    /// The body is over 64 KiB (`payload_too_large`).
+    #[oai(status = 413, content_type = "application/json")]
+    PayloadTooLarge(Json<ErrorBody>),
+    /// The body is not `application/json` (`unsupported_media_type`).
+    #[oai(status = 415, content_type = "application/json")]
+    UnsupportedMediaType(Json<ErrorBody>),
+    /// A field is missing or breaks the rules (`validation_failed`, with `fields`).
+    #[oai(status = 422, content_type = "application/json")]
+    ValidationFailed(Json<ErrorBody>),
+    /// Too many failed attempts for this e-mail address or client
+    /// (`too_many_requests`); retry after `Retry-After` seconds.
+    #[oai(status = 429, content_type = "application/json")]
+    TooManyRequests(
+        Json<ErrorBody>,
+        /// Seconds until attempts are accepted again.
+        #[oai(header = "Retry-After")]
+        u64,
+    ),
+    /// The database cannot be used right now (`service_unavailable`); nothing changed.
+    #[oai(status = 503, content_type = "application/json")]
+    ServiceUnavailable(Json<ErrorBody>),
 }

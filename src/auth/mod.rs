@@ -3,5 +3,7 @@
 //! throttling ([`throttle`]).
 
 pub mod password;
+pub mod refresh;
 pub mod throttle;
 pub mod tokens;
+pub mod verdict;

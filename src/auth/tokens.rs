@@ -7,12 +7,17 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
+use crate::auth::verdict::{Issued, TokenFacts};
 use crate::config::Secret;
+use crate::store::LookupKey;
 
 /// Longest token we try to verify; anything longer is rejected unparsed.
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 
-/// The claims tokengate writes into every token.
+/// The claims tokengate writes into every token. `sid` names the session
+/// (v2); `iat_us` is the issue time in microseconds, so a token issued in the
+/// same second as a global logout or password change, but before it, can be
+/// told from one issued after it (see [`crate::auth::verdict`]).
 #[derive(Debug, Serialize)]
 struct IssuedClaims<'a> {
     iss: &'a str,
@@ -22,6 +27,9 @@ struct IssuedClaims<'a> {
     nbf: i64,
     exp: i64,
     jti: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sid: Option<&'a str>,
+    iat_us: i64,
 }
 
 /// The claims of a token as they are parsed before the checks of
@@ -39,6 +47,10 @@ struct ParsedClaims {
     nbf: Option<i64>,
     #[serde(default)]
     iat: Option<i64>,
+    #[serde(default)]
+    sid: Option<String>,
+    #[serde(default)]
+    iat_us: Option<i64>,
 }
 
 /// The claims a verified token is known to carry.
@@ -56,6 +68,30 @@ pub struct VerifiedClaims {
     pub nbf: Option<i64>,
     /// Issued-at, Unix seconds, if present.
     pub iat: Option<i64>,
+    /// The session the token belongs to (tokens issued before v2 have none).
+    pub sid: Option<String>,
+    /// When it was issued, as precisely as the token says.
+    pub issued: Issued,
+}
+
+impl VerifiedClaims {
+    /// What the token says about itself, for [`crate::auth::verdict::judge`].
+    pub fn facts(&self) -> TokenFacts<'_> {
+        TokenFacts {
+            user_id: self.user_id,
+            sid: self.sid.as_deref(),
+            issued: self.issued,
+        }
+    }
+
+    /// The storage lookup this token needs.
+    pub fn lookup_key(&self) -> LookupKey {
+        LookupKey {
+            jti: self.jti.clone(),
+            sid: self.sid.clone(),
+            user_id: self.user_id,
+        }
+    }
 }
 
 /// Longest `jti` accepted (ours are 24 characters); it becomes a denylist key.
@@ -142,9 +178,19 @@ impl Tokens {
         }
     }
 
-    /// Issues a token for user `user_id`, valid from now for the configured TTL.
-    pub fn issue(&self, user_id: i64) -> Result<IssuedToken, jsonwebtoken::errors::Error> {
-        let now = Utc::now();
+    /// Issues a token for user `user_id` in session `sid`, valid from now
+    /// for the configured TTL. `not_before_us` (Unix µs) is a moment the
+    /// issue time must be after (a password change's mark); 0 for none.
+    pub fn issue(
+        &self,
+        user_id: i64,
+        sid: Option<&str>,
+        not_before_us: i64,
+    ) -> Result<IssuedToken, jsonwebtoken::errors::Error> {
+        let mut now = Utc::now();
+        if now.timestamp_micros() <= not_before_us {
+            now = DateTime::from_timestamp_micros(not_before_us + 1).unwrap_or(now);
+        }
         let expires_at = now + chrono::Duration::seconds(self.ttl as i64);
         let claims = IssuedClaims {
             iss: &self.issuer,
@@ -154,6 +200,8 @@ impl Tokens {
             nbf: now.timestamp(),
             exp: expires_at.timestamp(),
             jti: new_jti(),
+            sid,
+            iat_us: now.timestamp_micros(),
         };
         let token = jsonwebtoken::encode(&self.header, &claims, &self.encoding)?;
         Ok(IssuedToken {
@@ -192,6 +240,20 @@ impl Tokens {
         if claims.exp > latest_exp {
             return Err(TokenError::Invalid);
         }
+        if claims
+            .sid
+            .as_deref()
+            .is_some_and(|sid| !crate::auth::refresh::is_session_id(sid))
+        {
+            return Err(TokenError::Invalid);
+        }
+        // iat_us counts only with a sid (v2 tokens), and only if it agrees
+        // with iat; anything else falls back to whole seconds.
+        let issued = match (claims.sid.as_ref(), claims.iat_us, claims.iat) {
+            (Some(_), Some(us), Some(s)) if us.div_euclid(1_000_000) == s => Issued::Micros(us),
+            (_, _, Some(s)) => Issued::Seconds(s),
+            (_, _, None) => Issued::Unknown,
+        };
         Ok(VerifiedClaims {
             sub: claims.sub,
             user_id,
@@ -199,6 +261,8 @@ impl Tokens {
             exp: claims.exp,
             nbf: claims.nbf,
             iat: claims.iat,
+            sid: claims.sid,
+            issued,
         })
     }
 }
@@ -249,7 +313,7 @@ mod tests {
         #[test]
         fn any_change_to_a_valid_token_is_rejected(position in any::<prop::sample::Index>(), replacement in "[A-Za-z0-9_.=-]") {
             let verifier = tokens();
-            let token = verifier.issue(7).expect("signing works").token;
+            let token = verifier.issue(7, None, 0).expect("signing works").token;
             let i = position.index(token.len());
             let mut changed = token.clone();
             changed.replace_range(i..i + 1, &replacement);
@@ -282,7 +346,7 @@ mod tests {
     #[test]
     fn a_token_we_issued_is_accepted() {
         let verifier = tokens();
-        let issued = verifier.issue(7).expect("signing works");
+        let issued = verifier.issue(7, None, 0).expect("signing works");
         let claims = verifier.verify(&issued.token).expect("valid");
         assert_eq!(claims.sub, "7");
         assert!(claims.jti.len() >= 22);

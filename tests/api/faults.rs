@@ -63,12 +63,17 @@ async fn replaced_database_file_is_followed_not_written_behind_its_back() {
     let app = spawn_app_with(|_| {}).await;
     let (_, token) = app.user_with_token("replaced@example.com").await;
     let db = app.db_path();
-    // A backup taken through SQLite, then the live file deleted.
+    // A backup taken through SQLite, then the live file deleted with its
+    // -wal and -shm (a restore must not leave the old WAL beside the new
+    // file: SQLite would replay it into the backup).
     let backup = db.with_extension("backup");
     app.db()
         .execute("VACUUM INTO ?1", [backup.to_str().unwrap()])
         .unwrap();
     std::fs::remove_file(&db).unwrap();
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
     assert_unavailable(&app, &token).await;
 
     // The backup restored (a new file at the path): the service follows it.

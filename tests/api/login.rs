@@ -36,7 +36,14 @@ async fn login_answers_200_with_a_bearer_token() {
     keys.sort_unstable();
     assert_eq!(
         keys,
-        ["access_token", "expires_at", "expires_in", "token_type"],
+        [
+            "access_token",
+            "expires_at",
+            "expires_in",
+            "refresh_expires_at",
+            "refresh_token",
+            "token_type"
+        ],
         "{body}"
     );
     assert_eq!(body["token_type"], "Bearer");

@@ -67,7 +67,10 @@ async fn a_version_1_database_is_upgraded_in_place_and_keeps_users_and_revocatio
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .unwrap();
-    assert_eq!(version, tokengate::store::migrations::LATEST_VERSION);
+    assert_eq!(
+        version,
+        tokengate::store::sqlite::migrations::LATEST_VERSION
+    );
     let purge_after: i64 = conn
         .query_row(
             "SELECT purge_after FROM revoked_tokens WHERE jti = ?1",

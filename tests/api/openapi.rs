@@ -103,6 +103,10 @@ async fn document_names_every_operation() {
         ("/api/v1/login", "post", "login"),
         ("/api/v1/user", "get", "currentUser"),
         ("/api/v1/logout", "delete", "logout"),
+        ("/api/v1/token/refresh", "post", "refreshToken"),
+        ("/api/v1/sessions", "get", "listSessions"),
+        ("/api/v1/sessions/{id}", "delete", "deleteSession"),
+        ("/api/v1/user/password", "put", "changePassword"),
         ("/health", "get", "health"),
     ];
     for (path, method, id) in operations {
@@ -123,7 +127,13 @@ async fn document_names_every_operation() {
 #[tokio::test]
 async fn document_requires_bearer_auth_exactly_on_authenticated_routes() {
     let doc = served_document().await;
-    for (path, method) in [("/api/v1/user", "get"), ("/api/v1/logout", "delete")] {
+    for (path, method) in [
+        ("/api/v1/user", "get"),
+        ("/api/v1/logout", "delete"),
+        ("/api/v1/sessions", "get"),
+        ("/api/v1/sessions/{id}", "delete"),
+        ("/api/v1/user/password", "put"),
+    ] {
         assert_eq!(
             doc["paths"][path][method]["security"],
             json!([{"bearerAuth": []}]),
@@ -137,6 +147,7 @@ async fn document_requires_bearer_auth_exactly_on_authenticated_routes() {
     for (path, method) in [
         ("/api/v1/register", "post"),
         ("/api/v1/login", "post"),
+        ("/api/v1/token/refresh", "post"),
         ("/health", "get"),
     ] {
         let security = &doc["paths"][path][method]["security"];
@@ -233,4 +244,64 @@ async fn docs_serves_swagger_ui_html() {
         html.contains("/api/v1/login"),
         "the page carries the document"
     );
+}
+
+#[tokio::test]
+async fn document_describes_sessions_and_refresh() {
+    let doc = served_document().await;
+    let scope = doc["paths"]["/api/v1/logout"]["delete"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "scope")
+        .cloned()
+        .expect("logout documents scope");
+    assert_eq!(scope["in"], "query");
+    let schema = &scope["schema"];
+    let reference = schema["$ref"]
+        .as_str()
+        .unwrap_or_default()
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let enumeration = if reference.is_empty() {
+        schema["enum"].clone()
+    } else {
+        doc["components"]["schemas"][&reference]["enum"].clone()
+    };
+    assert_eq!(enumeration, json!(["local", "others", "global"]), "{scope}");
+
+    let token = &doc["components"]["schemas"]["Token"];
+    for field in [
+        "access_token",
+        "token_type",
+        "expires_in",
+        "expires_at",
+        "refresh_token",
+        "refresh_expires_at",
+    ] {
+        assert!(token["properties"][field].is_object(), "Token.{field}");
+    }
+    let session = &doc["components"]["schemas"]["Session"];
+    for field in [
+        "id",
+        "created_at",
+        "last_used_at",
+        "expires_at",
+        "user_agent",
+        "ip",
+        "current",
+    ] {
+        assert!(session["properties"][field].is_object(), "Session.{field}");
+    }
+    let refresh = &doc["paths"]["/api/v1/token/refresh"]["post"]["responses"];
+    assert!(
+        refresh["200"].is_object() && refresh["401"].is_object(),
+        "{refresh}"
+    );
+    let password = &doc["paths"]["/api/v1/user/password"]["put"]["responses"];
+    for status in ["200", "401", "403", "422", "429"] {
+        assert!(password[status].is_object(), "changePassword {status}");
+    }
 }

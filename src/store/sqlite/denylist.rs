@@ -9,7 +9,7 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::StoreError;
+use crate::store::StoreError;
 
 /// Outcome of a revocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

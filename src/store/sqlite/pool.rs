@@ -17,7 +17,8 @@ use std::time::Duration;
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OpenFlags};
 
-use super::{migrations, StoreError};
+use super::migrations;
+use crate::store::StoreError;
 
 /// Identity of a file on disk: (device, inode).
 pub type FileId = (u64, u64);
@@ -145,6 +146,16 @@ pub struct OpenError {
     reason: String,
 }
 
+impl OpenError {
+    /// The database at `path` could not be used, for `reason`.
+    pub fn new(path: &Path, reason: impl Into<String>) -> Self {
+        Self {
+            path: path.display().to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
 /// Per-connection settings. `synchronous`, `busy_timeout` and `foreign_keys`
 /// do not persist in the file, so every connection sets them. `timeout` bounds
 /// how long a statement waits for a lock held by another connection or
@@ -166,22 +177,18 @@ pub fn connect(path: &Path, timeout: Duration) -> Result<Connection, StoreError>
     Ok(conn)
 }
 
-/// Opens a database that must already exist (for the maintenance commands:
-/// a mistyped `--database` must not create a new, empty database and report
-/// success on it), applying migrations like [`open`].
-pub fn open_existing(path: &Path, timeout: Duration) -> Result<Pool, OpenError> {
+/// Refuses a database path that does not name an existing file (for the
+/// maintenance commands: a mistyped `--database` must not create a new,
+/// empty database and report success on it).
+pub fn must_exist(path: &Path) -> Result<(), OpenError> {
     match fs::metadata(path) {
-        Ok(meta) if meta.is_file() => open(path, timeout),
-        Ok(_) => Err(OpenError {
-            path: path.display().to_string(),
-            reason: "it is not a file".into(),
-        }),
-        Err(_) => Err(OpenError {
-            path: path.display().to_string(),
-            reason: "there is no database there (check --database or TOKENGATE_DATABASE; \
-                     `tokengate serve` creates it)"
-                .into(),
-        }),
+        Ok(meta) if meta.is_file() => Ok(()),
+        Ok(_) => Err(OpenError::new(path, "it is not a file")),
+        Err(_) => Err(OpenError::new(
+            path,
+            "there is no database there (check --database or TOKENGATE_DATABASE; \
+             `tokengate serve` creates it)",
+        )),
     }
 }
 

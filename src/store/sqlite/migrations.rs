@@ -6,7 +6,7 @@
 
 use rusqlite::{Connection, TransactionBehavior};
 
-use super::StoreError;
+use crate::store::StoreError;
 
 /// The schema, one step per version (index 0 brings version 0 to 1).
 const MIGRATIONS: &[&str] = &[
@@ -23,15 +23,42 @@ const MIGRATIONS: &[&str] = &[
          expires_at INTEGER NOT NULL
      ) WITHOUT ROWID;
      CREATE INDEX revoked_tokens_by_expiry ON revoked_tokens (expires_at);",
-    // 2: a revocation row records when it may go (exp plus the leeway of the
+    // 2 (v2): sessions with refresh tokens (hashes only) and the users'
+    // global-logout mark (tokens issued up to it are rejected).
+    // A revocation row records when it may go (exp plus the leeway of the
     // server that wrote it), so a purge with a smaller leeway cannot bring a
-    // token back. Version-1 rows get the largest leeway a server accepts
-    // (one day), never less than they had. A one-row table for the writer's
+    // token back; version-1 rows get the largest leeway a server accepts (one
+    // day), never less than they had. A one-row table for the writer's
     // health probe.
     "ALTER TABLE revoked_tokens RENAME COLUMN expires_at TO purge_after;
      UPDATE revoked_tokens SET purge_after = purge_after + 86400;
      DROP INDEX revoked_tokens_by_expiry;
      CREATE INDEX revoked_tokens_by_purge_after ON revoked_tokens (purge_after);
+     ALTER TABLE users ADD COLUMN tokens_invalid_before_us INTEGER NOT NULL DEFAULT 0;
+     CREATE TABLE sessions (
+         id                 TEXT    PRIMARY KEY,
+         user_id            INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+         created_at_ms      INTEGER NOT NULL,
+         last_used_at_ms    INTEGER NOT NULL,
+         refresh_expires_at INTEGER NOT NULL,
+         max_expires_at     INTEGER NOT NULL,
+         ended_at           INTEGER,
+         generation         INTEGER NOT NULL,
+         rotated_at_ms      INTEGER NOT NULL,
+         user_agent         TEXT,
+         ip                 TEXT,
+         purge_after        INTEGER NOT NULL
+     ) WITHOUT ROWID;
+     CREATE INDEX sessions_by_user ON sessions (user_id, created_at_ms);
+     CREATE INDEX sessions_by_purge_after ON sessions (purge_after);
+     CREATE TABLE refresh_tokens (
+         session_id TEXT    NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+         hash       BLOB    NOT NULL,
+         generation INTEGER NOT NULL,
+         expires_at INTEGER NOT NULL,
+         PRIMARY KEY (session_id, hash)
+     ) WITHOUT ROWID;
+     CREATE INDEX refresh_tokens_by_expiry ON refresh_tokens (expires_at);
      CREATE TABLE writer_probe (
          id         INTEGER PRIMARY KEY CHECK (id = 1),
          written_at INTEGER NOT NULL

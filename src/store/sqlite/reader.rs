@@ -19,7 +19,7 @@ use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 use super::pool::LiveConnection;
-use super::StoreError;
+use crate::store::StoreError;
 
 /// Most jobs run in one read transaction.
 const MAX_BATCH: usize = 64;
@@ -117,7 +117,7 @@ fn statement(conn: &Connection, sql: &str) -> rusqlite::Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::pool;
+    use crate::store::sqlite::pool;
 
     #[tokio::test]
     async fn a_read_queued_behind_a_stuck_one_fails_within_the_timeout() {
@@ -143,7 +143,7 @@ mod tests {
 
         let started = std::time::Instant::now();
         let queued = readers
-            .run(|conn| super::super::denylist::is_revoked(conn, "x"))
+            .run(|conn| crate::store::sqlite::denylist::is_revoked(conn, "x"))
             .await;
         assert!(matches!(queued, Err(StoreError::Timeout(_))), "{queued:?}");
         assert!(started.elapsed() < Duration::from_millis(800));

@@ -2,40 +2,7 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::StoreError;
-
-/// A stored user, as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct User {
-    /// Row id, the token's `sub`.
-    pub id: i64,
-    /// Display name.
-    pub name: String,
-    /// Lower-cased e-mail address.
-    pub email: String,
-    /// Creation time, RFC 3339 in UTC.
-    pub created_at: String,
-}
-
-/// What login needs to check a password.
-#[derive(Debug)]
-pub struct Credentials {
-    /// The user's id.
-    pub id: i64,
-    /// PHC string of the argon2id hash.
-    pub password_hash: String,
-}
-
-/// Why a user could not be created.
-#[derive(Debug, thiserror::Error)]
-pub enum CreateError {
-    /// Another user has this e-mail address (compared case-insensitively).
-    #[error("e-mail address already registered")]
-    EmailTaken,
-    /// The database failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
+use crate::store::{CreateError, Credentials, StoreError, User, UserFacts};
 
 /// Inserts a user; `email` must already be lower-cased.
 pub fn create(
@@ -66,17 +33,21 @@ pub fn create(
     }
 }
 
-/// Loads a user by id.
-pub fn find_by_id(conn: &Connection, id: i64) -> Result<Option<User>, StoreError> {
-    let mut stmt =
-        conn.prepare_cached("SELECT id, name, email, created_at FROM users WHERE id = ?1")?;
+/// Loads a user and their global-logout mark by id.
+pub fn find_facts(conn: &Connection, id: i64) -> Result<Option<UserFacts>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, name, email, created_at, tokens_invalid_before_us FROM users WHERE id = ?1",
+    )?;
     let user = stmt
         .query_row([id], |row| {
-            Ok(User {
-                id: row.get(0)?,
-                name: row.get(1)?,
-                email: row.get(2)?,
-                created_at: row.get(3)?,
+            Ok(UserFacts {
+                user: User {
+                    id: row.get(0)?,
+                    name: row.get(1)?,
+                    email: row.get(2)?,
+                    created_at: row.get(3)?,
+                },
+                tokens_invalid_before_us: row.get(4)?,
             })
         })
         .optional()?;
@@ -95,6 +66,23 @@ pub fn find_credentials(conn: &Connection, email: &str) -> Result<Option<Credent
         })
         .optional()?;
     Ok(found)
+}
+
+/// Stores a new password hash.
+pub fn set_password(conn: &Connection, id: i64, password_hash: &str) -> Result<(), StoreError> {
+    conn.prepare_cached("UPDATE users SET password_hash = ?2 WHERE id = ?1")?
+        .execute(params![id, password_hash])?;
+    Ok(())
+}
+
+/// Records that every access token of `user_id` issued up to `at_us` (Unix
+/// µs) is rejected from now on. Never moves the mark backwards.
+pub fn mark_tokens_invalid(conn: &Connection, user_id: i64, at_us: i64) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE users SET tokens_invalid_before_us = max(tokens_invalid_before_us, ?2) WHERE id = ?1",
+    )?
+    .execute(params![user_id, at_us])?;
+    Ok(())
 }
 
 /// A real query on the schema, for `/health`.

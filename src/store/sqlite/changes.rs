@@ -1,5 +1,5 @@
 //! Knowing, without a query, whether the database has changed: the basis of
-//! the lookup cache ([`LookupCache`]).
+//! the lookup cache ([`super::lookup::LookupCache`]).
 //!
 //! In WAL mode SQLite keeps a shared-memory index (the `-shm` file) whose
 //! header holds `iChange`, a counter that every committed transaction of any
@@ -30,7 +30,6 @@
 //! the periodic `stat` turns into a new generation number, part of the
 //! version too. Generations only grow, so they never repeat either.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -41,7 +40,6 @@ use std::time::Instant;
 use memmap2::Mmap;
 
 use super::pool::{file_id, FileId};
-use super::users::User;
 
 /// Size of one copy of the WAL-index header (there are two, back to back).
 const HEADER_COPY: usize = 48;
@@ -197,65 +195,5 @@ impl Changes {
         }
         let init = words[IS_INIT / 4] & 0xff;
         (init == 1).then_some(words)
-    }
-}
-
-/// What the per-request lookup found for a token.
-#[derive(Clone)]
-pub enum Lookup {
-    /// The `jti` is in the denylist.
-    Revoked,
-    /// Not revoked; the user, if the route loads it (`None`: no such user,
-    /// or not asked).
-    Valid(Option<User>),
-}
-
-/// One remembered answer: the version it was computed at, the user id it
-/// was asked for, and the answer.
-type Remembered = (Version, Option<i64>, Lookup);
-
-/// Lookup answers remembered per `jti` together with the database version
-/// they were computed at; a different version makes them worthless.
-pub struct LookupCache {
-    entries: Mutex<HashMap<String, Remembered>>,
-    capacity: usize,
-}
-
-impl LookupCache {
-    /// A cache of at most `capacity` tokens.
-    pub fn new(capacity: usize) -> Self {
-        Self {
-            entries: Mutex::new(HashMap::new()),
-            capacity,
-        }
-    }
-
-    /// The answer for `jti` (and `user_id`) if it was computed at `version`.
-    pub fn get(&self, version: Version, jti: &str, user_id: Option<i64>) -> Option<Lookup> {
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        match entries.get(jti) {
-            Some((v, uid, lookup)) if *v == version && *uid == user_id => Some(lookup.clone()),
-            // A revocation never goes away while its token can still verify.
-            Some((_, _, Lookup::Revoked)) => Some(Lookup::Revoked),
-            _ => None,
-        }
-    }
-
-    /// Remembers an answer computed at `version` (read before the lookup ran).
-    pub fn put(&self, version: Version, jti: String, user_id: Option<i64>, lookup: Lookup) {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if entries.len() >= self.capacity {
-            entries.clear();
-        }
-        entries.insert(jti, (version, user_id, lookup));
-    }
-
-    /// Forgets every answer (after a failed read: whatever the database is
-    /// now, nothing remembered from before may stand in for it).
-    pub fn clear(&self) {
-        self.entries
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
     }
 }

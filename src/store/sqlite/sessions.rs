@@ -1,0 +1,314 @@
+//! Sessions and their refresh tokens (hashes only), and the users' global
+//! logout marks, in SQLite. Writes run inside the writer's group commit
+//! ([`super::writer`]); reads on the reader threads.
+//!
+//! A session is *active* while it has not ended and neither its newest
+//! refresh token nor its maximum age has expired. Every row carries
+//! `purge_after`: the moment after which no access token naming the session
+//! can verify any more (its end, or its expiry, plus the access-token TTL and
+//! the leeway), when the purge may delete it.
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::auth::refresh::{self, Decision, RotationState, StoredToken, TokenHash};
+use crate::store::{Lifetimes, NewSession, Refreshed, SessionRow, SessionState, StoreError};
+
+/// Now, and the lifetimes the session rules use.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    /// Now, Unix milliseconds.
+    pub now_ms: i64,
+    /// Lifetime of a refresh token, seconds.
+    pub refresh_ttl: i64,
+    /// Longest life of a session after its login, seconds.
+    pub max_age: i64,
+    /// Access-token TTL plus leeway, seconds: how long after a session ends
+    /// a token naming it may still verify.
+    pub token_tail: i64,
+    /// The reuse interval for a previous refresh token, milliseconds.
+    pub reuse_interval_ms: i64,
+}
+
+impl Clock {
+    /// The clock at `now_ms` with the configured lifetimes.
+    pub fn at(now_ms: i64, lifetimes: &Lifetimes) -> Self {
+        Self {
+            now_ms,
+            refresh_ttl: lifetimes.refresh_ttl,
+            max_age: lifetimes.session_max_age,
+            token_tail: lifetimes.token_tail(),
+            reuse_interval_ms: lifetimes.refresh_reuse_interval * 1000,
+        }
+    }
+
+    /// Now, Unix seconds.
+    pub fn now_s(&self) -> i64 {
+        self.now_ms.div_euclid(1000)
+    }
+}
+
+/// Creates a session with its first refresh token; returns when the refresh
+/// token expires (Unix s).
+pub fn create(conn: &Connection, new: &NewSession, clock: &Clock) -> Result<i64, StoreError> {
+    let now_s = clock.now_s();
+    let max_expires_at = now_s + clock.max_age;
+    let refresh_expires_at = (now_s + clock.refresh_ttl).min(max_expires_at);
+    conn.prepare_cached(
+        "INSERT INTO sessions (id, user_id, created_at_ms, last_used_at_ms, refresh_expires_at,
+             max_expires_at, generation, rotated_at_ms, user_agent, ip, purge_after)
+         VALUES (?1, ?2, ?3, ?3, ?4, ?5, 1, ?3, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        new.sid,
+        new.user_id,
+        clock.now_ms,
+        refresh_expires_at,
+        max_expires_at,
+        new.user_agent,
+        new.ip,
+        refresh_expires_at + clock.token_tail,
+    ])?;
+    insert_token(conn, &new.sid, 1, &new.refresh_hash, refresh_expires_at)?;
+    Ok(refresh_expires_at)
+}
+
+fn insert_token(
+    conn: &Connection,
+    sid: &str,
+    generation: i64,
+    hash: &TokenHash,
+    expires_at: i64,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO refresh_tokens (session_id, generation, hash, expires_at) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![sid, generation, &hash[..], expires_at])?;
+    Ok(())
+}
+
+/// Applies the rotation rules ([`refresh::decide`]) to a presented token and
+/// stores the outcome: a new refresh token (`new_hash`), or the session's end.
+pub fn refresh(
+    conn: &Connection,
+    presented: &refresh::Presented,
+    new_hash: &TokenHash,
+    clock: &Clock,
+) -> Result<Refreshed, StoreError> {
+    let now_s = clock.now_s();
+    let session = conn
+        .prepare_cached(
+            "SELECT user_id, generation, rotated_at_ms, max_expires_at FROM sessions
+             WHERE id = ?1 AND ended_at IS NULL AND refresh_expires_at > ?2 AND max_expires_at > ?2",
+        )?
+        .query_row(params![presented.sid, now_s], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                RotationState {
+                    generation: row.get(1)?,
+                    rotated_at_ms: row.get(2)?,
+                },
+                row.get::<_, i64>(3)?,
+            ))
+        })
+        .optional()?;
+    let Some((user_id, state, max_expires_at)) = session else {
+        return Ok(Refreshed::Invalid);
+    };
+    let tokens = conn
+        .prepare_cached(
+            "SELECT hash, generation, expires_at FROM refresh_tokens WHERE session_id = ?1",
+        )?
+        .query_map([&presented.sid], |row| {
+            Ok(StoredToken {
+                hash: row.get(0)?,
+                generation: row.get(1)?,
+                expires_at: row.get(2)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let decision = refresh::decide(
+        &presented.hash,
+        &tokens,
+        state,
+        now_s,
+        clock.now_ms,
+        clock.reuse_interval_ms,
+    );
+    let generation = match decision {
+        Decision::Invalid => return Ok(Refreshed::Invalid),
+        Decision::Theft => {
+            end(conn, &presented.sid, None, clock)?;
+            return Ok(Refreshed::Theft);
+        }
+        Decision::Rotate => state.generation + 1,
+        Decision::Reissue => state.generation,
+    };
+    let refresh_expires_at = (now_s + clock.refresh_ttl).min(max_expires_at);
+    insert_token(
+        conn,
+        &presented.sid,
+        generation,
+        new_hash,
+        refresh_expires_at,
+    )?;
+    let rotated_at_ms = if decision == Decision::Rotate {
+        clock.now_ms
+    } else {
+        state.rotated_at_ms
+    };
+    conn.prepare_cached(
+        "UPDATE sessions SET generation = ?2, rotated_at_ms = ?3, last_used_at_ms = ?4,
+             refresh_expires_at = max(refresh_expires_at, ?5),
+             purge_after = max(purge_after, ?6)
+         WHERE id = ?1",
+    )?
+    .execute(params![
+        presented.sid,
+        generation,
+        rotated_at_ms,
+        clock.now_ms,
+        refresh_expires_at,
+        refresh_expires_at + clock.token_tail,
+    ])?;
+    Ok(Refreshed::Issued {
+        user_id,
+        refresh_expires_at,
+    })
+}
+
+/// Rotates the refresh token of session `sid` of `user_id` outright (a
+/// password change hands the caller a new pair): the new token is current,
+/// every earlier one previous or older. `None` if the session is not active.
+pub fn rotate(
+    conn: &Connection,
+    sid: &str,
+    user_id: i64,
+    new_hash: &TokenHash,
+    clock: &Clock,
+) -> Result<Option<i64>, StoreError> {
+    let now_s = clock.now_s();
+    let session = conn
+        .prepare_cached(
+            "SELECT generation, max_expires_at FROM sessions
+             WHERE id = ?1 AND user_id = ?2 AND ended_at IS NULL
+               AND refresh_expires_at > ?3 AND max_expires_at > ?3",
+        )?
+        .query_row(params![sid, user_id, now_s], |row| {
+            Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))
+        })
+        .optional()?;
+    let Some((generation, max_expires_at)) = session else {
+        return Ok(None);
+    };
+    let refresh_expires_at = (now_s + clock.refresh_ttl).min(max_expires_at);
+    insert_token(conn, sid, generation + 1, new_hash, refresh_expires_at)?;
+    conn.prepare_cached(
+        "UPDATE sessions SET generation = ?2, rotated_at_ms = ?3, last_used_at_ms = ?3,
+             refresh_expires_at = max(refresh_expires_at, ?4),
+             purge_after = max(purge_after, ?5)
+         WHERE id = ?1",
+    )?
+    .execute(params![
+        sid,
+        generation + 1,
+        clock.now_ms,
+        refresh_expires_at,
+        refresh_expires_at + clock.token_tail,
+    ])?;
+    Ok(Some(refresh_expires_at))
+}
+
+/// Ends session `sid` (of `user_id`, when given: a user may end only their
+/// own). Returns whether an active session was ended.
+pub fn end(
+    conn: &Connection,
+    sid: &str,
+    user_id: Option<i64>,
+    clock: &Clock,
+) -> Result<bool, StoreError> {
+    let now_s = clock.now_s();
+    let ended = conn
+        .prepare_cached(
+            "UPDATE sessions SET ended_at = ?2, purge_after = ?3
+             WHERE id = ?1 AND (?4 IS NULL OR user_id = ?4) AND ended_at IS NULL
+               AND refresh_expires_at > ?2 AND max_expires_at > ?2",
+        )?
+        .execute(params![sid, now_s, now_s + clock.token_tail, user_id])?;
+    Ok(ended == 1)
+}
+
+/// Ends every active session of `user_id` except `keep`; returns how many.
+pub fn end_all(
+    conn: &Connection,
+    user_id: i64,
+    keep: Option<&str>,
+    clock: &Clock,
+) -> Result<usize, StoreError> {
+    let now_s = clock.now_s();
+    Ok(conn
+        .prepare_cached(
+            "UPDATE sessions SET ended_at = ?2, purge_after = ?3
+             WHERE user_id = ?1 AND ended_at IS NULL
+               AND refresh_expires_at > ?2 AND max_expires_at > ?2
+               AND (?4 IS NULL OR id <> ?4)",
+        )?
+        .execute(params![user_id, now_s, now_s + clock.token_tail, keep])?)
+}
+
+/// The state of session `sid`, for the per-request lookup.
+pub fn state(conn: &Connection, sid: &str) -> Result<Option<SessionState>, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT user_id, ended_at IS NOT NULL, min(refresh_expires_at, max_expires_at)
+             FROM sessions WHERE id = ?1",
+        )?
+        .query_row([sid], |row| {
+            Ok(SessionState {
+                user_id: row.get(0)?,
+                ended: row.get(1)?,
+                expires_at: row.get(2)?,
+            })
+        })
+        .optional()?)
+}
+
+/// The active sessions of `user_id`, newest first.
+pub fn list_active(
+    conn: &Connection,
+    user_id: i64,
+    now_s: i64,
+) -> Result<Vec<SessionRow>, StoreError> {
+    let rows = conn
+        .prepare_cached(
+            "SELECT id, created_at_ms, last_used_at_ms, min(refresh_expires_at, max_expires_at),
+                    user_agent, ip
+             FROM sessions
+             WHERE user_id = ?1 AND ended_at IS NULL
+               AND refresh_expires_at > ?2 AND max_expires_at > ?2
+             ORDER BY created_at_ms DESC, id DESC",
+        )?
+        .query_map(params![user_id, now_s], |row| {
+            Ok(SessionRow {
+                id: row.get(0)?,
+                created_at_ms: row.get(1)?,
+                last_used_at_ms: row.get(2)?,
+                expires_at: row.get(3)?,
+                user_agent: row.get(4)?,
+                ip: row.get(5)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// Deletes sessions no access token can name any more, and refresh tokens
+/// that have expired. Returns (sessions, refresh tokens) deleted.
+pub fn purge(conn: &Connection, now_s: i64) -> Result<(usize, usize), StoreError> {
+    let tokens = conn
+        .prepare_cached("DELETE FROM refresh_tokens WHERE expires_at < ?1")?
+        .execute([now_s])?;
+    let sessions = conn
+        .prepare_cached("DELETE FROM sessions WHERE purge_after < ?1")?
+        .execute([now_s])?;
+    Ok((sessions, tokens))
+}

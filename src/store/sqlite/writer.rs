@@ -1,0 +1,441 @@
+//! The group-commit writer: every write whose success answer promises
+//! durability (revocations, logouts of every scope, sessions started,
+//! rotated or ended, password changes, and the probe behind `/health`) goes
+//! through one thread that owns its own connection. Writes that depend on the
+//! caller's token re-check it inside the transaction ([`judge`]), and the
+//! refresh rotation reads and writes its session there too: with one writer,
+//! no two of them can interleave.
+//!
+//! It takes every write queued while the previous commit was running, applies
+//! them in one transaction, commits (WAL + `synchronous=FULL`, so the commit
+//! is on disk when it returns) and only then answers each caller. One client
+//! gets its own commit immediately (no waiting window); many concurrent
+//! clients share the cost of one fsync.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, TransactionBehavior};
+use tokio::sync::{mpsc, oneshot};
+
+use super::denylist::{self, Revocation};
+use super::pool::LiveConnection;
+use super::sessions::{self, Clock};
+use super::{lookup, users};
+use crate::auth::refresh::{Presented, TokenHash};
+use crate::auth::verdict::{judge, Refusal, TokenFacts};
+use crate::store::{
+    Checked, Lifetimes, LogoutScope, NewSession, PasswordChange, Refreshed, StoreError, TokenToEnd,
+};
+
+/// Most writes applied in one transaction.
+const MAX_BATCH: usize = 4096;
+
+/// How recent a successful commit must be for `/health` to trust it without
+/// a probe of its own.
+const TRUSTED_COMMIT_AGE: Duration = Duration::from_secs(1);
+
+/// One durable write.
+enum Write {
+    /// Add a `jti` to the denylist, to be kept until `purge_after`.
+    Revoke { jti: String, purge_after: i64 },
+    /// Log a token out with a scope (re-checking it first).
+    Logout {
+        token: TokenToEnd,
+        scope: LogoutScope,
+    },
+    /// Start a session (login).
+    StartSession(NewSession),
+    /// Apply the rotation rules to a presented refresh token.
+    Refresh {
+        presented: Presented,
+        new_hash: TokenHash,
+    },
+    /// End one session of a user.
+    EndSession { user_id: i64, sid: String },
+    /// Change a password, with its consequences.
+    ChangePassword(Box<PasswordChange>),
+    /// Global logout of a user by e-mail address.
+    RevokeUser { email: String, at_us: i64 },
+    /// Write one row, to learn whether commits succeed (for `/health`).
+    Probe,
+}
+
+/// What a write did.
+enum Outcome {
+    Revocation(Revocation),
+    Logout(Checked<()>),
+    SessionStarted(i64),
+    Refreshed(Refreshed),
+    SessionEnded(bool),
+    PasswordChanged(Checked<i64>),
+    UserRevoked(Option<usize>),
+    Probed,
+}
+
+struct Request {
+    write: Write,
+    reply: oneshot::Sender<Result<Outcome, String>>,
+}
+
+/// When commits last succeeded and failed, in ms since the writer started
+/// (0: never).
+#[derive(Default)]
+struct Status {
+    last_ok_ms: AtomicU64,
+    last_failed_ms: AtomicU64,
+}
+
+/// Handle on the writer thread.
+#[derive(Clone)]
+pub struct Writer {
+    queue: mpsc::UnboundedSender<Request>,
+    timeout: Duration,
+    lifetimes: Lifetimes,
+    status: Arc<Status>,
+    started: Instant,
+}
+
+impl Writer {
+    /// Starts the writer thread on its own connection to `path`. A write not
+    /// committed within `timeout` is answered as a failure (`503`); it may
+    /// still commit later, which only errs on the side of revoking (a
+    /// session or refresh token committed after its caller gave up is never
+    /// handed out). `lifetimes` holds the leeway of token checks (a revoked
+    /// token can verify until its `exp` plus that, so its row is kept until
+    /// then) and the session rules.
+    ///
+    /// The returned handle finishes when every clone of the `Writer` is gone:
+    /// the writer then commits what is queued, checkpoints the WAL into the
+    /// database file (so the next start does not have to replay it) and stops.
+    pub fn start(
+        path: &Path,
+        timeout: Duration,
+        lifetimes: Lifetimes,
+    ) -> Result<(Self, JoinHandle<()>), StoreError> {
+        let conn = LiveConnection::open(path, timeout)?;
+        let (queue, requests) = mpsc::unbounded_channel();
+        let status = Arc::new(Status::default());
+        let started = Instant::now();
+        let thread_status = status.clone();
+        let thread = thread::Builder::new()
+            .name("db-writer".into())
+            .spawn(move || write_loop(conn, requests, &thread_status, started, &lifetimes))
+            .map_err(|e| StoreError::Task(e.to_string()))?;
+        Ok((
+            Self {
+                queue,
+                timeout,
+                lifetimes,
+                status,
+                started,
+            },
+            thread,
+        ))
+    }
+
+    /// Adds `jti` (of a token expiring at `exp`, Unix seconds) to the
+    /// denylist and returns once the commit is durable. The row is kept
+    /// until `exp` plus this server's leeway: the moment it may go is fixed
+    /// now, so a purge run with another leeway cannot bring the token back.
+    pub async fn revoke(&self, jti: &str, exp: i64) -> Result<Revocation, StoreError> {
+        let write = Write::Revoke {
+            jti: jti.to_owned(),
+            purge_after: exp.saturating_add(self.lifetimes.leeway),
+        };
+        match self.submit(write).await? {
+            Outcome::Revocation(revocation) => Ok(revocation),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Logs a token out with `scope` (see [`crate::store::Store::logout`]).
+    pub async fn logout(
+        &self,
+        token: TokenToEnd,
+        scope: LogoutScope,
+    ) -> Result<Checked<()>, StoreError> {
+        match self.submit(Write::Logout { token, scope }).await? {
+            Outcome::Logout(checked) => Ok(checked),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Starts a session; returns its refresh token's expiry.
+    pub async fn start_session(&self, session: NewSession) -> Result<i64, StoreError> {
+        match self.submit(Write::StartSession(session)).await? {
+            Outcome::SessionStarted(expires_at) => Ok(expires_at),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Applies the rotation rules to a presented refresh token.
+    pub async fn refresh(
+        &self,
+        presented: Presented,
+        new_hash: TokenHash,
+    ) -> Result<Refreshed, StoreError> {
+        match self
+            .submit(Write::Refresh {
+                presented,
+                new_hash,
+            })
+            .await?
+        {
+            Outcome::Refreshed(refreshed) => Ok(refreshed),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Ends one active session of a user; `false` if there is none such.
+    pub async fn end_session(&self, user_id: i64, sid: String) -> Result<bool, StoreError> {
+        match self.submit(Write::EndSession { user_id, sid }).await? {
+            Outcome::SessionEnded(ended) => Ok(ended),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Changes a password (see [`crate::store::Store::change_password`]).
+    pub async fn change_password(
+        &self,
+        change: PasswordChange,
+    ) -> Result<Checked<i64>, StoreError> {
+        match self.submit(Write::ChangePassword(Box::new(change))).await? {
+            Outcome::PasswordChanged(checked) => Ok(checked),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Global logout of the user with this e-mail address.
+    pub async fn revoke_user(
+        &self,
+        email: String,
+        at_us: i64,
+    ) -> Result<Option<usize>, StoreError> {
+        match self.submit(Write::RevokeUser { email, at_us }).await? {
+            Outcome::UserRevoked(ended) => Ok(ended),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Whether a write would be durable now: trusts a commit that succeeded
+    /// within the last second (and has not failed since), otherwise commits a
+    /// probe row and reports how that went.
+    pub async fn check(&self) -> Result<(), StoreError> {
+        let ok = self.status.last_ok_ms.load(Ordering::Acquire);
+        let failed = self.status.last_failed_ms.load(Ordering::Acquire);
+        let now = self.started.elapsed().as_millis() as u64;
+        if ok != 0 && ok >= failed && now.saturating_sub(ok) < TRUSTED_COMMIT_AGE.as_millis() as u64
+        {
+            return Ok(());
+        }
+        self.submit(Write::Probe).await.map(|_| ())
+    }
+
+    async fn submit(&self, write: Write) -> Result<Outcome, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Request { write, reply })
+            .map_err(|_| StoreError::WriterStopped)?;
+        match tokio::time::timeout(self.timeout, answer).await {
+            Ok(Ok(Ok(outcome))) => Ok(outcome),
+            Ok(Ok(Err(message))) => Err(StoreError::Task(message)),
+            Ok(Err(_)) => Err(StoreError::WriterStopped),
+            Err(_) => Err(StoreError::Timeout(self.timeout)),
+        }
+    }
+}
+
+fn unexpected() -> StoreError {
+    StoreError::Task("the writer answered another kind of write".into())
+}
+
+fn write_loop(
+    mut live: LiveConnection,
+    mut queue: mpsc::UnboundedReceiver<Request>,
+    status: &Status,
+    started: Instant,
+    lifetimes: &Lifetimes,
+) {
+    let stamp = |at: &AtomicU64| {
+        at.store(
+            (started.elapsed().as_millis() as u64).max(1),
+            Ordering::Release,
+        )
+    };
+    while let Some(first) = queue.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(request) => batch.push(request),
+                Err(_) => break,
+            }
+        }
+        // The path must still name the file we write to (see `pool`).
+        let clock = Clock::at(chrono::Utc::now().timestamp_millis(), lifetimes);
+        match live
+            .get_mut()
+            .and_then(|conn| write_batch(conn, &batch, &clock, lifetimes))
+        {
+            Ok(outcomes) => {
+                stamp(&status.last_ok_ms);
+                for (request, outcome) in batch.into_iter().zip(outcomes) {
+                    let _ = request.reply.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                stamp(&status.last_failed_ms);
+                tracing::error!(error = %e, writes = batch.len(), "write batch failed");
+                for request in batch {
+                    let _ = request.reply.send(Err(e.to_string()));
+                }
+                // The connection may be broken (I/O error, disk full): start
+                // the next batch on a fresh one.
+                live.reset();
+            }
+        }
+    }
+    // Shutting down: fold the WAL into the database file.
+    if let Ok(conn) = live.get() {
+        if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
+            tracing::warn!(error = %e, "final WAL checkpoint failed");
+        }
+    }
+}
+
+fn write_batch(
+    conn: &mut Connection,
+    batch: &[Request],
+    clock: &Clock,
+    lifetimes: &Lifetimes,
+) -> Result<Vec<Outcome>, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for request in batch {
+        outcomes.push(apply(&tx, &request.write, clock, lifetimes)?);
+    }
+    tx.commit()?;
+    Ok(outcomes)
+}
+
+/// Applies one write inside the batch's transaction.
+fn apply(
+    conn: &Connection,
+    write: &Write,
+    clock: &Clock,
+    lifetimes: &Lifetimes,
+) -> Result<Outcome, StoreError> {
+    Ok(match write {
+        Write::Revoke { jti, purge_after } => {
+            Outcome::Revocation(denylist::insert(conn, jti, *purge_after)?)
+        }
+        Write::Logout { token, scope } => {
+            Outcome::Logout(logout(conn, token, *scope, clock, lifetimes)?)
+        }
+        Write::StartSession(session) => {
+            Outcome::SessionStarted(sessions::create(conn, session, clock)?)
+        }
+        Write::Refresh {
+            presented,
+            new_hash,
+        } => Outcome::Refreshed(sessions::refresh(conn, presented, new_hash, clock)?),
+        Write::EndSession { user_id, sid } => {
+            Outcome::SessionEnded(sessions::end(conn, sid, Some(*user_id), clock)?)
+        }
+        Write::ChangePassword(change) => {
+            Outcome::PasswordChanged(change_password(conn, change, clock)?)
+        }
+        Write::RevokeUser { email, at_us } => {
+            Outcome::UserRevoked(match users::find_credentials(conn, email)? {
+                Some(user) => {
+                    users::mark_tokens_invalid(conn, user.id, *at_us)?;
+                    Some(sessions::end_all(conn, user.id, None, clock)?)
+                }
+                None => None,
+            })
+        }
+        Write::Probe => {
+            conn.prepare_cached(
+                "INSERT INTO writer_probe (id, written_at) VALUES (1, ?1)
+                 ON CONFLICT (id) DO UPDATE SET written_at = excluded.written_at",
+            )?
+            .execute([clock.now_s()])?;
+            Outcome::Probed
+        }
+    })
+}
+
+/// Re-checks the caller's token against what is stored now (inside the
+/// write, so a token ended meanwhile cannot do anything).
+fn recheck(
+    conn: &Connection,
+    token: &TokenToEnd,
+    clock: &Clock,
+) -> Result<Option<Refusal>, StoreError> {
+    let facts = lookup::facts(conn, &token.key)?;
+    let token_facts = TokenFacts {
+        user_id: token.key.user_id,
+        sid: token.key.sid.as_deref(),
+        issued: token.issued,
+    };
+    Ok(judge(token_facts, &facts, clock.now_s()).err())
+}
+
+fn logout(
+    conn: &Connection,
+    token: &TokenToEnd,
+    scope: LogoutScope,
+    clock: &Clock,
+    lifetimes: &Lifetimes,
+) -> Result<Checked<()>, StoreError> {
+    if let Some(refusal) = recheck(conn, token, clock)? {
+        return Ok(Checked::Refused(refusal));
+    }
+    let user_id = token.key.user_id;
+    let sid = token.key.sid.as_deref();
+    match scope {
+        LogoutScope::Local => {
+            let purge_after = token.exp.saturating_add(lifetimes.leeway);
+            denylist::insert(conn, &token.key.jti, purge_after)?;
+            if let Some(sid) = sid {
+                sessions::end(conn, sid, Some(user_id), clock)?;
+            }
+        }
+        LogoutScope::Others => {
+            sessions::end_all(conn, user_id, sid, clock)?;
+        }
+        LogoutScope::Global => {
+            sessions::end_all(conn, user_id, None, clock)?;
+            users::mark_tokens_invalid(conn, user_id, clock.now_ms.saturating_mul(1000))?;
+        }
+    }
+    Ok(Checked::Done(()))
+}
+
+fn change_password(
+    conn: &Connection,
+    change: &PasswordChange,
+    clock: &Clock,
+) -> Result<Checked<i64>, StoreError> {
+    if let Some(refusal) = recheck(conn, &change.token, clock)? {
+        return Ok(Checked::Refused(refusal));
+    }
+    let user_id = change.token.key.user_id;
+    let keep = change.token.key.sid.as_deref();
+    users::set_password(conn, user_id, &change.password_hash)?;
+    users::mark_tokens_invalid(conn, user_id, change.at_us)?;
+    sessions::end_all(conn, user_id, keep, clock)?;
+    let expires_at = match keep {
+        Some(sid) => sessions::rotate(conn, sid, user_id, &change.session.refresh_hash, clock)?,
+        None => Some(sessions::create(conn, &change.session, clock)?),
+    };
+    Ok(match expires_at {
+        Some(expires_at) => Checked::Done(expires_at),
+        // Unreachable after the re-check (same transaction), but never a 2xx
+        // without a working refresh token.
+        None => Checked::Refused(Refusal::SessionEnded),
+    })
+}
