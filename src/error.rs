@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 use poem::error::{MethodNotAllowedError, NotFoundError, ResponseError};
 use poem::http::{header, HeaderValue, StatusCode};
 use poem::{IntoResponse, Response};
-use poem_openapi::error::{AuthorizationError, ContentTypeError, ParseRequestPayloadError};
+use poem_openapi::error::{
+    AuthorizationError, ContentTypeError, ParseParamError, ParseRequestPayloadError,
+};
 use poem_openapi::Object;
 use serde::Serialize;
 
@@ -219,6 +221,12 @@ pub fn into_json_response(err: poem::Error) -> Response {
         ApiError::UnsupportedMediaType
     } else if err.is::<AuthorizationError>() {
         ApiError::Unauthenticated
+    } else if let Some(param) = err.downcast_ref::<ParseParamError>() {
+        // A query or path parameter that is not one of its allowed values.
+        ApiError::Validation(FieldErrors::from([(
+            param.name.to_owned(),
+            vec![format!("is invalid: {}", param.reason)],
+        )]))
     } else if let Some(parse) = err.downcast_ref::<ParseRequestPayloadError>() {
         ApiError::BadRequest(format!("the request body is invalid: {}", parse.reason))
     } else {

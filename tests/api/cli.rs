@@ -619,3 +619,53 @@ fn database_from_a_newer_version_is_refused_and_left_untouched() {
         .collect();
     assert_eq!(tables, ["future"], "no migration ran on it");
 }
+
+#[tokio::test]
+async fn user_revoke_logs_a_user_out_everywhere_on_a_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("tokengate.db");
+    let app = spawn_app_with(|s| s.database = db.clone()).await;
+    let user = app.register_user("ada@example.com").await;
+    let bystander = app.register_user("grace@example.com").await;
+    let a = app.login_pair(&user).await;
+    let b = app.login_pair(&user).await;
+    let theirs = app.login_pair(&bystander).await;
+
+    let output = run(
+        dir.path(),
+        &[
+            "user",
+            "revoke",
+            "--email",
+            "ADA@example.com",
+            "--database",
+            db.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(first_number(&stdout(&output)), 2, "{}", stdout(&output));
+    for pair in [&a, &b] {
+        app.assert_refused(&pair.access).await;
+        app.assert_grant_refused(&pair.refresh).await;
+    }
+    app.assert_accepted(&theirs.access).await;
+    // A login afterwards works.
+    let fresh = app.login_pair(&user).await;
+    app.assert_accepted(&fresh.access).await;
+
+    let unknown = run(
+        dir.path(),
+        &[
+            "user",
+            "revoke",
+            "--email",
+            "nobody@example.com",
+            "--database",
+            db.to_str().unwrap(),
+        ],
+        "",
+    );
+    let line = assert_refused_with_one_line(&unknown);
+    assert!(line.contains("nobody@example.com"), "{line}");
+}

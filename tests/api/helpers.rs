@@ -549,3 +549,137 @@ impl Drop for ServerProcess {
         }
     }
 }
+
+/// An access token and the refresh token of its session.
+#[derive(Debug, Clone)]
+pub struct Pair {
+    pub access: String,
+    pub refresh: String,
+}
+
+impl Pair {
+    /// Reads a `Token` body, asserting both tokens are there.
+    pub fn from_body(body: &Value) -> Self {
+        Self {
+            access: body["access_token"]
+                .as_str()
+                .expect("access_token")
+                .to_owned(),
+            refresh: body["refresh_token"]
+                .as_str()
+                .expect("refresh_token")
+                .to_owned(),
+        }
+    }
+
+    /// The `sid` of the access token.
+    pub fn sid(&self) -> String {
+        claims_of(&self.access)["sid"]
+            .as_str()
+            .expect("a sid")
+            .to_owned()
+    }
+}
+
+impl TestApp {
+    /// Logs `user` in and returns the pair.
+    pub async fn login_pair(&self, user: &TestUser) -> Pair {
+        let response = self.login(&user.email, &user.password).await;
+        assert_eq!(response.status(), StatusCode::OK, "logging in {user:?}");
+        Pair::from_body(&response.json().await.unwrap())
+    }
+
+    /// `POST /api/v1/token/refresh` with `{"refresh_token": token}`.
+    pub async fn refresh(&self, refresh_token: &str) -> Response {
+        self.post_json(
+            "/api/v1/token/refresh",
+            &json!({ "refresh_token": refresh_token }),
+        )
+        .await
+    }
+
+    /// Refreshes and asserts `200`; returns the new pair.
+    pub async fn refresh_pair(&self, refresh_token: &str) -> Pair {
+        let response = self.refresh(refresh_token).await;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(status, StatusCode::OK, "refresh: {body}");
+        Pair::from_body(&body)
+    }
+
+    /// `DELETE /api/v1/logout?<query>` with `Bearer <token>`.
+    pub async fn logout_query(&self, token: &str, query: &str) -> Response {
+        self.client
+            .delete(self.url(&format!("/api/v1/logout?{query}")))
+            .header(AUTHORIZATION, format!("Bearer {token}"))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `GET /api/v1/sessions` with `Bearer <token>`.
+    pub async fn sessions(&self, token: &str) -> Response {
+        self.client
+            .get(self.url("/api/v1/sessions"))
+            .header(AUTHORIZATION, format!("Bearer {token}"))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `DELETE /api/v1/sessions/{id}` with `Bearer <token>` (`id` is put in
+    /// the path as given, percent-encoded).
+    pub async fn delete_session(&self, token: &str, id: &str) -> Response {
+        let encoded: String = id
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        self.client
+            .delete(self.url(&format!("/api/v1/sessions/{encoded}")))
+            .header(AUTHORIZATION, format!("Bearer {token}"))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `PUT /api/v1/user/password` with `Bearer <token>`.
+    pub async fn change_password(&self, token: &str, current: &str, new: &str) -> Response {
+        self.client
+            .put(self.url("/api/v1/user/password"))
+            .header(AUTHORIZATION, format!("Bearer {token}"))
+            .json(&json!({"current_password": current, "new_password": new}))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Asserts the access token is accepted (`GET /api/v1/user` is 200).
+    pub async fn assert_accepted(&self, token: &str) {
+        let response = self.current_user_with(token).await;
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        assert_eq!(status, StatusCode::OK, "token should be accepted: {text}");
+    }
+
+    /// Asserts the access token is refused with `401 invalid_token`.
+    pub async fn assert_refused(&self, token: &str) {
+        assert_invalid_token(self.current_user_with(token).await).await;
+    }
+
+    /// Asserts the refresh token is refused with `401 invalid_grant`.
+    pub async fn assert_grant_refused(&self, refresh_token: &str) {
+        assert_invalid_grant(self.refresh(refresh_token).await).await;
+    }
+}
+
+/// Asserts `401 invalid_grant` with the plain challenge.
+pub async fn assert_invalid_grant(response: Response) {
+    let (headers, _) = assert_error(response, StatusCode::UNAUTHORIZED, "invalid_grant").await;
+    assert_eq!(challenge(&headers).as_deref(), Some(PLAIN_CHALLENGE));
+}

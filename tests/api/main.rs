@@ -16,5 +16,6 @@ mod logout;
 mod migrations;
 mod openapi;
 mod register;
+mod sessions;
 mod throttling;
 mod token_attacks;
