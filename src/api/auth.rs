@@ -13,7 +13,7 @@ use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 use serde_json::{Map, Value};
 
 use super::body::{check_email, check_length, required_string, FromJsonObject, JsonBody};
-use super::security::BearerAuth;
+use super::security::BearerChecked;
 use super::ApiTags;
 use crate::auth::password;
 use crate::auth::refresh;
@@ -375,7 +375,7 @@ impl AuthApi {
         &self,
         state: Data<&Arc<AppState>>,
         request: &Request,
-        auth: BearerAuth,
+        auth: BearerChecked,
         /// What else to end: `local` (default), `others` or `global`.
         scope: Query<Option<ScopeParam>>,
     ) -> poem::Result<LogoutResponse> {
@@ -393,7 +393,7 @@ impl AuthApi {
         };
         match state.store.logout(token, scope).await? {
             Checked::Done(()) => Ok(LogoutResponse::NoContent),
-            // Another request ended it between our check and our write.
+            // The storage half of the token check, applied inside the write.
             Checked::Refused(refusal) => Err(ApiError::InvalidToken(refusal.description()).into()),
         }
     }
