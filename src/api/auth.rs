@@ -127,8 +127,9 @@ impl AuthApi {
     /// Log in
     ///
     /// Exchanges an e-mail address and password for a signed access token
-    /// (HS256 JWT). Unknown addresses and wrong passwords get the same answer
-    /// in about the same time. After repeated failures for one address or from
+    /// (a JWT: HS256, or EdDSA/ES256 with a `kid` when the service signs with
+    /// keys published at `/.well-known/jwks.json`). Unknown addresses and
+    /// wrong passwords get the same answer in about the same time. After repeated failures for one address or from
     /// one client, logins are refused with `429` for a while.
     #[oai(path = "/api/v1/login", method = "post", operation_id = "login")]
     async fn login(

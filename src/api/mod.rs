@@ -2,6 +2,7 @@
 //!
 //! - [`users`]: `register`, `currentUser`
 //! - [`auth`]: `login`, `logout`
+//! - [`jwks`]: `jwks`, the public signing keys
 //! - [`health`]: the `health` operation
 //! - [`security`]: the `bearerAuth` scheme, where every token is checked
 //! - [`body`]: the JSON request-body extractor
@@ -14,6 +15,7 @@
 pub mod auth;
 pub mod body;
 pub mod health;
+pub mod jwks;
 pub mod security;
 pub mod users;
 
@@ -31,6 +33,9 @@ pub enum ApiTags {
     /// Registering and reading users.
     #[oai(rename = "users")]
     Users,
+    /// Public signing keys, for resource servers.
+    #[oai(rename = "keys")]
+    Keys,
     /// Service health.
     #[oai(rename = "system")]
     System,
@@ -65,9 +70,22 @@ impl From<User> for UserBody {
 
 /// The API's OpenAPI service: every operation, with the document's metadata.
 /// It needs no state, so `tokengate openapi` can print the document offline.
-pub fn service() -> OpenApiService<(users::UsersApi, auth::AuthApi, health::HealthApi), ()> {
+pub fn service() -> OpenApiService<
+    (
+        users::UsersApi,
+        auth::AuthApi,
+        jwks::JwksApi,
+        health::HealthApi,
+    ),
+    (),
+> {
     OpenApiService::new(
-        (users::UsersApi, auth::AuthApi, health::HealthApi),
+        (
+            users::UsersApi,
+            auth::AuthApi,
+            jwks::JwksApi,
+            health::HealthApi,
+        ),
         "tokengate",
         env!("CARGO_PKG_VERSION"),
     )
@@ -77,6 +95,8 @@ pub fn service() -> OpenApiService<(users::UsersApi, auth::AuthApi, health::Heal
          `Authorization: Bearer <token>`, and log out with `DELETE /api/v1/logout`, \
          which revokes the token for good: its `jti` is stored durably in a denylist \
          that every authenticated route checks.\n\n\
+         Tokens are HS256 by default; with EdDSA or ES256 keys, resource servers can \
+         verify them with the public keys at `/.well-known/jwks.json`.\n\n\
          Every error is a JSON object `{\"error\": \"<code>\", \"message\": \"...\"}`; \
          `401` answers carry an RFC 6750 `WWW-Authenticate` challenge.",
     )

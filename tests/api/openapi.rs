@@ -103,6 +103,7 @@ async fn document_names_every_operation() {
         ("/api/v1/login", "post", "login"),
         ("/api/v1/user", "get", "currentUser"),
         ("/api/v1/logout", "delete", "logout"),
+        ("/.well-known/jwks.json", "get", "jwks"),
         ("/health", "get", "health"),
     ];
     for (path, method, id) in operations {
@@ -137,6 +138,7 @@ async fn document_requires_bearer_auth_exactly_on_authenticated_routes() {
     for (path, method) in [
         ("/api/v1/register", "post"),
         ("/api/v1/login", "post"),
+        ("/.well-known/jwks.json", "get"),
         ("/health", "get"),
     ] {
         let security = &doc["paths"][path][method]["security"];
