@@ -24,6 +24,20 @@ pub enum Registration {
     Closed,
 }
 
+/// The algorithm access tokens are signed with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum JwtAlgorithm {
+    /// HMAC-SHA256 with the shared secret (`--jwt-secret`).
+    #[value(name = "HS256")]
+    Hs256,
+    /// Ed25519 keys from `--keys-dir`; resource servers verify with the JWKS.
+    #[value(name = "EdDSA")]
+    EdDsa,
+    /// P-256 ECDSA keys from `--keys-dir`; resource servers verify with the JWKS.
+    #[value(name = "ES256")]
+    Es256,
+}
+
 /// A secret value whose `Debug` and `Display` never show it.
 #[derive(Clone)]
 pub struct Secret(Vec<u8>);
@@ -178,6 +192,30 @@ pub struct Settings {
     #[arg(long, env = "TOKENGATE_PURGE_INTERVAL", default_value_t = 300,
           value_parser = clap::value_parser!(u64).range(1..=86_400), global = true)]
     pub purge_interval: u64,
+
+    /// Signing algorithm: `HS256` (the shared secret), `EdDSA` (Ed25519) or
+    /// `ES256` (P-256). With EdDSA/ES256 the keys live in `--keys-dir` and
+    /// their public halves are published at `/.well-known/jwks.json`.
+    #[arg(
+        long,
+        env = "TOKENGATE_JWT_ALGORITHM",
+        value_enum,
+        ignore_case = true,
+        default_value = "HS256",
+        global = true
+    )]
+    pub jwt_algorithm: JwtAlgorithm,
+
+    /// Directory of the EdDSA/ES256 signing keys (one PEM file per key, mode
+    /// 0600, generated on first start). Default: `keys/` beside the database.
+    #[arg(long, env = "TOKENGATE_KEYS_DIR", global = true)]
+    pub keys_dir: Option<PathBuf>,
+
+    /// Milliseconds between checks of the keys directory for changes (tests
+    /// shorten it; a change is picked up within this time).
+    #[arg(long, env = "TOKENGATE_KEYS_RELOAD_MS", default_value_t = 2000, hide = true,
+          value_parser = clap::value_parser!(u64).range(10..=10_000), global = true)]
+    pub keys_reload_ms: u64,
 }
 
 impl Default for Settings {
@@ -201,6 +239,9 @@ impl Default for Settings {
             session_max_age: 7_776_000,
             purge_interval: 300,
             db_timeout_ms: 5000,
+            jwt_algorithm: JwtAlgorithm::Hs256,
+            keys_dir: None,
+            keys_reload_ms: 2000,
         }
     }
 }
@@ -254,12 +295,23 @@ impl Settings {
 
     /// Where a generated secret is kept: `jwt-secret` beside the database file.
     pub fn secret_path(&self) -> PathBuf {
-        let dir = self
-            .database
+        self.database_dir().join("jwt-secret")
+    }
+
+    /// The directory of the signing keys: `--keys-dir`, or `keys/` beside
+    /// the database file.
+    pub fn keys_dir_path(&self) -> PathBuf {
+        match &self.keys_dir {
+            Some(dir) => dir.clone(),
+            None => self.database_dir().join("keys"),
+        }
+    }
+
+    fn database_dir(&self) -> &Path {
+        self.database
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        dir.join("jwt-secret")
+            .unwrap_or(Path::new("."))
     }
 }
 

@@ -1,6 +1,7 @@
 //! tokengate: a small JWT authentication API with real logout.
 //!
-//! SPA clients register, log in to get a signed JWT (HS256), call
+//! SPA clients register, log in to get a signed JWT (HS256, or EdDSA/ES256
+//! with keys that resource servers fetch from the JWKS), call
 //! authenticated routes with `Authorization: Bearer <token>`, and log out with
 //! `DELETE /api/v1/logout`, which puts the token's `jti` into a durable SQLite
 //! denylist that every authenticated route checks.
@@ -10,7 +11,8 @@
 //! - [`startup`]: building the app and running it until shutdown.
 //! - [`api`]: the HTTP operations (poem-openapi), one file per area, and the
 //!   `bearerAuth` scheme where every token is checked ([`api::security`]).
-//! - [`auth`]: JWT issue/verify, argon2id passwords, login throttling.
+//! - [`auth`]: JWT issue/verify, the EdDSA/ES256 signing keys and their
+//!   rotation, argon2id passwords, login throttling.
 //! - [`store`]: SQLite pool, migrations, users and the denylist.
 //! - [`error`]: every error answer, built in one place.
 //! - [`middleware`]: state, body limit, CORS, JSON errors and the access log,

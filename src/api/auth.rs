@@ -261,10 +261,12 @@ impl AuthApi {
     /// Log in
     ///
     /// Exchanges an e-mail address and password for a new session: a signed
-    /// access token (a JWT carrying the session id as `sid`) and the
-    /// session's refresh token. Unknown addresses and wrong passwords get the
-    /// same answer in about the same time. After repeated failures for one
-    /// address or from one client, logins are refused with `429` for a while.
+    /// access token (a JWT carrying the session id as `sid`; HS256, or
+    /// EdDSA/ES256 with a `kid` when the service signs with keys published at
+    /// `/.well-known/jwks.json`) and the session's refresh token. Unknown
+    /// addresses and wrong passwords get the same answer in about the same
+    /// time. After repeated failures for one address or from one client,
+    /// logins are refused with `429` for a while.
     #[oai(path = "/api/v1/login", method = "post", operation_id = "login")]
     async fn login(
         &self,

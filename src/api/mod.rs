@@ -3,6 +3,7 @@
 //! - [`users`]: `register`, `currentUser`, `changePassword`
 //! - [`auth`]: `login`, `refreshToken`, `logout`
 //! - [`sessions`]: `listSessions`, `deleteSession`
+//! - [`jwks`]: `jwks`, the public signing keys
 //! - [`health`]: the `health` operation
 //! - [`security`]: the `bearerAuth` scheme, where every token is checked
 //! - [`body`]: the JSON request-body extractor
@@ -15,6 +16,7 @@
 pub mod auth;
 pub mod body;
 pub mod health;
+pub mod jwks;
 pub mod security;
 pub mod sessions;
 pub mod users;
@@ -36,6 +38,9 @@ pub enum ApiTags {
     /// Registering and reading users.
     #[oai(rename = "users")]
     Users,
+    /// Public signing keys, for resource servers.
+    #[oai(rename = "keys")]
+    Keys,
     /// Service health.
     #[oai(rename = "system")]
     System,
@@ -75,6 +80,7 @@ pub fn service() -> OpenApiService<
         users::UsersApi,
         auth::AuthApi,
         sessions::SessionsApi,
+        jwks::JwksApi,
         health::HealthApi,
     ),
     (),
@@ -84,6 +90,7 @@ pub fn service() -> OpenApiService<
             users::UsersApi,
             auth::AuthApi,
             sessions::SessionsApi,
+            jwks::JwksApi,
             health::HealthApi,
         ),
         "tokengate",
@@ -95,6 +102,8 @@ pub fn service() -> OpenApiService<
          `Authorization: Bearer <token>`, and log out with `DELETE /api/v1/logout`, \
          which revokes the token for good: its `jti` is stored durably in a denylist \
          that every authenticated route checks.\n\n\
+         Tokens are HS256 by default; with EdDSA or ES256 keys, resource servers can \
+         verify them with the public keys at `/.well-known/jwks.json`.\n\n\
          Every error is a JSON object `{\"error\": \"<code>\", \"message\": \"...\"}`; \
          `401` answers carry an RFC 6750 `WWW-Authenticate` challenge.",
     )

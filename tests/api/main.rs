@@ -11,6 +11,7 @@ mod faults;
 mod fuzz;
 mod health;
 mod helpers;
+mod keys;
 mod login;
 mod logout;
 mod migrations;
