@@ -8,6 +8,8 @@
 //! Layout:
 //! - [`config`]: flags and environment variables; the signing secret.
 //! - [`startup`]: building the app and running it until shutdown.
+//! - [`server`]: the accept loop and hyper connections, with the timeouts and
+//!   limits that hold under attack.
 //! - [`api`]: the HTTP operations (poem-openapi), one file per area, and the
 //!   `bearerAuth` scheme where every token is checked ([`api::security`]).
 //! - [`auth`]: JWT issue/verify, argon2id passwords, login throttling.
@@ -25,6 +27,7 @@ pub mod cors;
 pub mod error;
 pub mod logging;
 pub mod middleware;
+pub mod server;
 pub mod startup;
 pub mod state;
 pub mod store;

@@ -12,8 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use poem::http::HeaderValue;
-use poem::listener::TcpAcceptor;
-use poem::{Endpoint, Response, Route, Server};
+use poem::{Endpoint, Response, Route};
 
 use crate::api;
 use crate::auth::throttle::{Limits, LoginThrottle};
@@ -21,6 +20,7 @@ use crate::auth::tokens::Tokens;
 use crate::config::{ConfigError, Settings};
 use crate::cors::SpaCors;
 use crate::middleware::Edge;
+use crate::server::{self, Timeouts};
 use crate::state::AppState;
 use crate::store::changes::{Changes, LookupCache};
 use crate::store::{self, denylist, denylist::Denylist, pool, Readers};
@@ -134,11 +134,13 @@ impl Application {
             Duration::from_secs(self.settings.purge_interval),
         ));
         let app = app(self.state, &self.settings);
-        let acceptor = TcpAcceptor::from_std(self.listener)?;
+        let timeouts = Timeouts {
+            header_read: Duration::from_millis(self.settings.header_read_timeout_ms),
+            idle: Duration::from_millis(self.settings.idle_timeout_ms),
+        };
+        let listener = tokio::net::TcpListener::from_std(self.listener)?;
         tracing::info!("listening on http://{}", self.local_addr);
-        let result = Server::new_with_acceptor(acceptor)
-            .run_with_graceful_shutdown(app, shutdown, Some(SHUTDOWN_GRACE))
-            .await;
+        let result = server::serve(listener, app, timeouts, shutdown, SHUTDOWN_GRACE).await;
         purge.abort();
         let _ = purge.await;
         // Every handle on the state is gone now: the revocation writer commits
