@@ -15,8 +15,9 @@
 //! - [`auth`]: JWT issue/verify, argon2id passwords, login throttling.
 //! - [`store`]: SQLite pool, migrations, users and the denylist.
 //! - [`error`]: every error answer, built in one place.
-//! - [`middleware`]: state, body limit, CORS, JSON errors and the access log,
-//!   around every request; [`cors`]: CORS for the configured SPA origins.
+//! - [`middleware`]: state, body limit, CORS, JSON errors, security headers
+//!   and the access log, around every request; [`cors`]: CORS for the
+//!   configured SPA origins.
 //! - [`state`]: the context shared by requests.
 //! - [`logging`]: the buffered log writer.
 

@@ -1,19 +1,24 @@
 //! The HTTP edge under attack: the HTTP/2 stream limit, header-read and idle
 //! timeouts, running out of file descriptors, the lingering close that lets
-//! an oversized body still get its `413`.
+//! an oversized body still get its `413`, and the security headers.
 
 use std::io;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use reqwest::{StatusCode, Version};
+use reqwest::header::{
+    CACHE_CONTROL, CONTENT_SECURITY_POLICY, ORIGIN, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
+};
+use reqwest::{Method, StatusCode, Version};
 use tokengate::server::MAX_CONCURRENT_STREAMS;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
-use crate::helpers::{spawn_app, spawn_app_with, tokengate, ServerProcess, TEST_SECRET};
+use crate::helpers::{
+    assert_error, spawn_app, spawn_app_with, tokengate, ServerProcess, TEST_SECRET,
+};
 
 /// Upper bound on waiting for something the server is expected to do.
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -528,4 +533,190 @@ async fn oversized_body_sent_in_full_before_reading_always_gets_its_413() {
         }
     }
     app.assert_still_serving().await;
+}
+
+#[tokio::test]
+async fn token_and_user_answers_must_not_be_stored() {
+    let app = spawn_app().await;
+    let no_store = |response: &reqwest::Response, what: &str| {
+        assert_eq!(
+            response
+                .headers()
+                .get(CACHE_CONTROL)
+                .map(|v| v.to_str().unwrap()),
+            Some("no-store"),
+            "Cache-Control of {what}"
+        );
+    };
+    let response = app
+        .register("Ada", "ada@example.com", crate::helpers::PASSWORD)
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    no_store(&response, "register");
+
+    let response = app.login("ada@example.com", crate::helpers::PASSWORD).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    no_store(&response, "a successful login");
+    let body: serde_json::Value = response.json().await.unwrap();
+    let token = body["access_token"].as_str().unwrap().to_owned();
+
+    let response = app.login("ada@example.com", "a wrong password").await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    no_store(&response, "a failed login");
+
+    let response = app.current_user_with(&token).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    no_store(&response, "GET /api/v1/user");
+}
+
+#[tokio::test]
+async fn every_answer_forbids_content_sniffing() {
+    const SPA: &str = "http://localhost:5173";
+    let app = spawn_app_with(|s| s.cors_origins = vec![SPA.to_owned()]).await;
+    let answers = [
+        ("/health", StatusCode::OK, app.get("/health").await),
+        ("404", StatusCode::NOT_FOUND, app.get("/nope").await),
+        (
+            "405",
+            StatusCode::METHOD_NOT_ALLOWED,
+            app.get("/api/v1/login").await,
+        ),
+        (
+            "413",
+            StatusCode::PAYLOAD_TOO_LARGE,
+            app.post_raw(
+                "/api/v1/login",
+                Some("application/json"),
+                vec![b' '; 70 * 1024],
+            )
+            .await,
+        ),
+        (
+            "401",
+            StatusCode::UNAUTHORIZED,
+            app.current_user(None).await,
+        ),
+        ("/docs", StatusCode::OK, app.get("/docs").await),
+        (
+            "/openapi.json",
+            StatusCode::OK,
+            app.get("/openapi.json").await,
+        ),
+        (
+            "preflight",
+            StatusCode::NO_CONTENT,
+            app.client
+                .request(Method::OPTIONS, app.url("/api/v1/logout"))
+                .header(ORIGIN, SPA)
+                .header("Access-Control-Request-Method", "DELETE")
+                .send()
+                .await
+                .unwrap(),
+        ),
+    ];
+    for (what, status, response) in answers {
+        assert_eq!(response.status(), status, "{what}");
+        assert_eq!(
+            response
+                .headers()
+                .get(X_CONTENT_TYPE_OPTIONS)
+                .map(|v| v.to_str().unwrap()),
+            Some("nosniff"),
+            "X-Content-Type-Options of {what}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn error_answers_are_not_stored_either() {
+    let app = spawn_app().await;
+    let response = app.get("/nope").await;
+    assert_eq!(
+        response
+            .headers()
+            .get(CACHE_CONTROL)
+            .map(|v| v.to_str().unwrap()),
+        Some("no-store")
+    );
+    assert_error(response, StatusCode::NOT_FOUND, "not_found").await;
+}
+
+/// The `(tag, attributes)` of every `<script>`, `<style>` and `<link>` of a
+/// page, skipping the contents of scripts and styles.
+fn resource_tags(html: &str) -> Vec<(&str, &str)> {
+    let mut tags = Vec::new();
+    let mut rest = html;
+    while let Some(start) = rest.find('<') {
+        rest = &rest[start + 1..];
+        let name_end = rest
+            .find(|c: char| c.is_whitespace() || c == '>')
+            .unwrap_or(rest.len());
+        let name = &rest[..name_end];
+        let Some(tag_end) = rest.find('>') else { break };
+        let attributes = &rest[name_end..tag_end];
+        rest = &rest[tag_end + 1..];
+        match name.to_ascii_lowercase().as_str() {
+            tag @ ("script" | "style") => {
+                tags.push((if tag == "script" { "script" } else { "style" }, attributes));
+                let close = format!("</{tag}>");
+                let end = rest.find(&close).unwrap_or(rest.len());
+                rest = &rest[end..];
+            }
+            "link" => tags.push(("link", attributes)),
+            _ => {}
+        }
+    }
+    tags
+}
+
+#[tokio::test]
+async fn docs_page_may_not_be_framed_and_runs_only_its_own_code() {
+    let app = spawn_app().await;
+    let response = app.get("/docs").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let headers = response.headers().clone();
+    assert_eq!(
+        headers.get(X_FRAME_OPTIONS).map(|v| v.to_str().unwrap()),
+        Some("DENY")
+    );
+    let policy = headers
+        .get(CONTENT_SECURITY_POLICY)
+        .expect("a Content-Security-Policy")
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let directive = |name: &str| -> Vec<String> {
+        policy
+            .split(';')
+            .map(str::trim)
+            .find_map(|d| d.strip_prefix(name).filter(|v| v.starts_with(' ')))
+            .unwrap_or_else(|| panic!("{name} in {policy:?}"))
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(directive("frame-ancestors"), ["'none'"]);
+    assert_eq!(directive("default-src"), ["'self'"]);
+    // Swagger UI is served inline by poem-openapi: allowed, and nothing else.
+    assert_eq!(directive("script-src"), ["'self'", "'unsafe-inline'"]);
+    assert_eq!(directive("style-src"), ["'self'", "'unsafe-inline'"]);
+
+    let html = response.text().await.unwrap();
+    let tags = resource_tags(&html);
+    assert!(
+        tags.iter().filter(|(tag, _)| *tag == "script").count() >= 2
+            && tags.iter().any(|(tag, _)| *tag == "style"),
+        "the page has its scripts and styles: {tags:?}"
+    );
+    for (tag, attributes) in tags {
+        for attribute in ["src=", "href="] {
+            if let Some(at) = attributes.find(attribute) {
+                let value = attributes[at + attribute.len()..].trim_start_matches(['"', '\'']);
+                assert!(
+                    value.starts_with('/') && !value.starts_with("//"),
+                    "<{tag}{attributes}> loads from this origin only"
+                );
+            }
+        }
+    }
 }
