@@ -216,6 +216,20 @@ pub struct Settings {
     #[arg(long, env = "TOKENGATE_KEYS_RELOAD_MS", default_value_t = 2000, hide = true,
           value_parser = clap::value_parser!(u64).range(10..=10_000), global = true)]
     pub keys_reload_ms: u64,
+
+    /// Longest time, in milliseconds, a client may take to send a request's
+    /// headers: from the connection's accept to its first request, and (for
+    /// HTTP/1.1) from the moment a connection is ready for the next request.
+    #[arg(long, env = "TOKENGATE_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000), global = true)]
+    pub header_read_timeout_ms: u64,
+
+    /// A connection on which no request started for this many milliseconds
+    /// is closed (after the requests in flight); one that is closing and on
+    /// which nothing moved for as long is dropped.
+    #[arg(long, env = "TOKENGATE_IDLE_TIMEOUT_MS", default_value_t = 60_000,
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000), global = true)]
+    pub idle_timeout_ms: u64,
 }
 
 impl Default for Settings {
@@ -242,6 +256,8 @@ impl Default for Settings {
             jwt_algorithm: JwtAlgorithm::Hs256,
             keys_dir: None,
             keys_reload_ms: 2000,
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
         }
     }
 }

@@ -13,8 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use poem::http::HeaderValue;
-use poem::listener::TcpAcceptor;
-use poem::{Endpoint, Response, Route, Server};
+use poem::{Endpoint, Response, Route};
 
 use crate::api;
 use crate::auth::keys::{KeyAlgorithm, KeyDir, KeyError, KeyStore, Reload};
@@ -23,6 +22,7 @@ use crate::auth::tokens::Tokens;
 use crate::config::{ConfigError, Settings};
 use crate::cors::SpaCors;
 use crate::middleware::Edge;
+use crate::server::{self, Timeouts};
 use crate::state::AppState;
 use crate::store::{self, Running, Store};
 
@@ -120,11 +120,13 @@ impl Application {
             ))
         });
         let app = app(self.state, &self.settings);
-        let acceptor = TcpAcceptor::from_std(self.listener)?;
+        let timeouts = Timeouts {
+            header_read: Duration::from_millis(self.settings.header_read_timeout_ms),
+            idle: Duration::from_millis(self.settings.idle_timeout_ms),
+        };
+        let listener = tokio::net::TcpListener::from_std(self.listener)?;
         tracing::info!("listening on http://{}", self.local_addr);
-        let result = Server::new_with_acceptor(acceptor)
-            .run_with_graceful_shutdown(app, shutdown, Some(SHUTDOWN_GRACE))
-            .await;
+        let result = server::serve(listener, app, timeouts, shutdown, SHUTDOWN_GRACE).await;
         purge.abort();
         let _ = purge.await;
         if let Some(reload_keys) = reload_keys {

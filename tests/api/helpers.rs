@@ -548,6 +548,11 @@ impl ServerProcess {
         }
     }
 
+    /// The process id, e.g. to read `/proc/<pid>/stat`.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     /// Sends SIGTERM and returns how the process ended.
     pub fn terminate(self) -> std::process::Output {
         self.terminate_with_log().0

@@ -6,6 +6,7 @@ mod config;
 mod cors;
 mod crash;
 mod current_user;
+mod edge;
 mod errors;
 mod faults;
 mod fuzz;
