@@ -21,7 +21,9 @@ use crate::store::{blocking, users};
 /// A login request.
 #[derive(Debug, Object)]
 pub struct LoginRequest {
-    /// E-mail address (case-insensitive).
+    /// E-mail address (case-insensitive): a bare address (`local@domain`) of
+    /// at most 254 bytes.
+    #[oai(validator(max_length = 254))]
     pub email: Email,
     /// Password, 8 to 1024 characters.
     #[oai(validator(min_length = 8, max_length = 1024))]

@@ -24,7 +24,10 @@ pub struct RegisterRequest {
     /// Display name, 1 to 255 characters.
     #[oai(validator(min_length = 1, max_length = 255))]
     pub name: String,
-    /// E-mail address; unique, compared case-insensitively, stored lower-cased.
+    /// E-mail address; unique, compared case-insensitively, stored
+    /// lower-cased. A bare address (`local@domain`) of at most 254 bytes: no
+    /// display name, no domain literal.
+    #[oai(validator(max_length = 254))]
     pub email: Email,
     /// Password, 8 to 1024 characters.
     #[oai(validator(min_length = 8, max_length = 1024))]
