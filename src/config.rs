@@ -159,6 +159,13 @@ pub struct Settings {
     #[arg(long, env = "TOKENGATE_PURGE_INTERVAL", default_value_t = 300,
           value_parser = clap::value_parser!(u64).range(1..=86_400), global = true)]
     pub purge_interval: u64,
+
+    /// Password hashes (logins, registrations) allowed to wait for a free
+    /// CPU; beyond that, requests get `503` with `Retry-After` at once.
+    /// Default: 32 per CPU.
+    #[arg(long, env = "TOKENGATE_PASSWORD_HASH_QUEUE",
+          value_parser = clap::value_parser!(u32).range(0..=100_000), global = true)]
+    pub password_hash_queue: Option<u32>,
 }
 
 impl Default for Settings {
@@ -179,6 +186,7 @@ impl Default for Settings {
             login_window: 900,
             purge_interval: 300,
             db_timeout_ms: 5000,
+            password_hash_queue: None,
         }
     }
 }

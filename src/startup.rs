@@ -16,6 +16,7 @@ use poem::listener::TcpAcceptor;
 use poem::{Endpoint, Response, Route, Server};
 
 use crate::api;
+use crate::auth::password::Hasher;
 use crate::auth::throttle::{Limits, LoginThrottle};
 use crate::auth::tokens::Tokens;
 use crate::config::{ConfigError, Settings};
@@ -105,6 +106,7 @@ impl Application {
                 per_client: settings.login_max_failures_per_client,
                 window: Duration::from_secs(settings.login_window),
             }),
+            passwords: Hasher::per_cpu(settings.password_hash_queue.map(|q| q as usize)),
             registration: settings.registration,
             leeway: settings.leeway,
         });
@@ -122,6 +124,12 @@ impl Application {
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The context the requests will share, for tests that observe it
+    /// (throttle sizes, hashes running).
+    pub fn state(&self) -> Arc<AppState> {
+        self.state.clone()
     }
 
     /// Serves until `shutdown` completes, then lets in-flight requests finish.

@@ -1,5 +1,6 @@
 //! The application context shared by every request.
 
+use crate::auth::password::Hasher;
 use crate::auth::throttle::LoginThrottle;
 use crate::auth::tokens::Tokens;
 use crate::config::Registration;
@@ -24,6 +25,8 @@ pub struct AppState {
     pub tokens: Tokens,
     /// Failed-login counters.
     pub throttle: LoginThrottle,
+    /// Argon2 work, bounded in concurrency and queue.
+    pub passwords: Hasher,
     /// Whether registration is open.
     pub registration: Registration,
     /// Clock leeway in seconds (also used when purging the denylist).

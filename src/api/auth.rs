@@ -12,7 +12,6 @@ use serde_json::{Map, Value};
 use super::body::{check_email, check_length, required_string, FromJsonObject, JsonBody};
 use super::security::BearerAuth;
 use super::ApiTags;
-use crate::auth::password;
 use crate::error::{ApiError, ErrorBody, FieldErrors};
 use crate::state::AppState;
 use crate::store::denylist::Revocation;
@@ -96,9 +95,16 @@ pub enum LoginResponse {
         #[oai(header = "Retry-After")]
         u64,
     ),
-    /// The database cannot be used right now (`service_unavailable`).
+    /// The database cannot be used right now, or too many password hashes
+    /// are queued (`service_unavailable`); retry after `Retry-After` seconds
+    /// when given.
     #[oai(status = 503, content_type = "application/json")]
-    ServiceUnavailable(Json<ErrorBody>),
+    ServiceUnavailable(
+        Json<ErrorBody>,
+        /// Seconds to wait before retrying (sent when the server is busy).
+        #[oai(header = "Retry-After")]
+        Option<u64>,
+    ),
 }
 
 /// Answers of `logout`.
@@ -159,9 +165,11 @@ impl AuthApi {
         };
         // An unknown address is verified against a dummy hash anyway, so both
         // failures cost the same time.
-        let matches = password::verify(request.password, hash)
+        let matches = state
+            .passwords
+            .verify(request.password, hash)
             .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+            .map_err(ApiError::from)?;
         let user_id = user_id.filter(|_| matches);
 
         let Some(user_id) = user_id else {

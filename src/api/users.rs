@@ -12,7 +12,6 @@ use serde_json::{Map, Value};
 use super::body::{check_email, check_length, required_string, FromJsonObject, JsonBody};
 use super::security::BearerUser;
 use super::{ApiTags, UserBody};
-use crate::auth::password;
 use crate::config::Registration;
 use crate::error::{ApiError, ErrorBody, FieldErrors};
 use crate::state::AppState;
@@ -78,9 +77,16 @@ pub enum RegisterResponse {
     /// A field is missing or breaks the rules (`validation_failed`, with `fields`).
     #[oai(status = 422, content_type = "application/json")]
     ValidationFailed(Json<ErrorBody>),
-    /// The database cannot be used right now (`service_unavailable`).
+    /// The database cannot be used right now, or too many password hashes
+    /// are queued (`service_unavailable`); retry after `Retry-After` seconds
+    /// when given.
     #[oai(status = 503, content_type = "application/json")]
-    ServiceUnavailable(Json<ErrorBody>),
+    ServiceUnavailable(
+        Json<ErrorBody>,
+        /// Seconds to wait before retrying (sent when the server is busy).
+        #[oai(header = "Retry-After")]
+        Option<u64>,
+    ),
 }
 
 /// Answers of `currentUser`.
@@ -123,9 +129,11 @@ impl UsersApi {
             return Err(ApiError::RegistrationClosed.into());
         }
         let request = body.parse().await?;
-        let hash = password::hash(request.password)
+        let hash = state
+            .passwords
+            .hash(request.password)
             .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+            .map_err(ApiError::from)?;
         let pool = state.pool.clone();
         let created = blocking(move || {
             let created_at = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
