@@ -166,6 +166,13 @@ pub struct Settings {
     #[arg(long, env = "TOKENGATE_PASSWORD_HASH_QUEUE",
           value_parser = clap::value_parser!(u32).range(0..=100_000), global = true)]
     pub password_hash_queue: Option<u32>,
+
+    /// Most e-mail addresses, and most client addresses, whose failed
+    /// logins are remembered at once; when full, expired and then the least
+    /// failed ones are forgotten first.
+    #[arg(long, env = "TOKENGATE_LOGIN_THROTTLE_KEYS", default_value_t = 100_000,
+          value_parser = clap::value_parser!(u32).range(1..=10_000_000), global = true)]
+    pub login_throttle_keys: u32,
 }
 
 impl Default for Settings {
@@ -187,6 +194,7 @@ impl Default for Settings {
             purge_interval: 300,
             db_timeout_ms: 5000,
             password_hash_queue: None,
+            login_throttle_keys: 100_000,
         }
     }
 }

@@ -105,6 +105,7 @@ impl Application {
                 per_email: settings.login_max_failures,
                 per_client: settings.login_max_failures_per_client,
                 window: Duration::from_secs(settings.login_window),
+                max_keys: settings.login_throttle_keys as usize,
             }),
             passwords: Hasher::per_cpu(settings.password_hash_queue.map(|q| q as usize)),
             registration: settings.registration,

@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 use super::body::{check_email, check_length, required_string, FromJsonObject, JsonBody};
 use super::security::BearerAuth;
 use super::ApiTags;
+use crate::auth::throttle::ClientKey;
 use crate::error::{ApiError, ErrorBody, FieldErrors};
 use crate::state::AppState;
 use crate::store::denylist::Revocation;
@@ -147,14 +148,18 @@ impl AuthApi {
     ) -> poem::Result<LoginResponse> {
         let request = body.parse().await?;
         let email = request.email.0;
-        let client = remote.as_socket_addr().map(|addr| addr.ip());
-        if let Some(wait) = state.throttle.check(&email, client) {
+        let client = remote
+            .as_socket_addr()
+            .map(|addr| ClientKey::from(addr.ip()));
+        // Counted before the password is checked: concurrent attempts cannot
+        // all pass a check made before any of them failed. Every way out of
+        // this function but `succeeded` leaves the attempt counted as failed.
+        let attempt = state.throttle.reserve(&email, client).map_err(|wait| {
             let retry_after = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            return Err(ApiError::TooManyRequests {
+            ApiError::TooManyRequests {
                 retry_after: retry_after.max(1),
             }
-            .into());
-        }
+        })?;
 
         let pool = state.pool.clone();
         let lookup = email.clone();
@@ -173,10 +178,10 @@ impl AuthApi {
         let user_id = user_id.filter(|_| matches);
 
         let Some(user_id) = user_id else {
-            state.throttle.record_failure(&email, client);
+            attempt.failed();
             return Err(ApiError::InvalidCredentials.into());
         };
-        state.throttle.record_success(&email);
+        attempt.succeeded();
         let issued = state
             .tokens
             .issue(user_id)

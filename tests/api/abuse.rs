@@ -255,3 +255,54 @@ fn document_shows_503_with_retry_after_on_login_and_register() {
         );
     }
 }
+
+#[tokio::test]
+async fn thousands_of_distinct_emails_keep_the_throttle_within_its_key_limit() {
+    let app = spawn(|s| {
+        s.login_throttle_keys = 100;
+        s.login_max_failures_per_client = 1_000_000;
+    })
+    .await;
+    // With the hasher full, each login is counted as a failure and refused
+    // at once (503), so the flood costs no argon2 time.
+    let release = fill_the_hasher(&app).await;
+    let long_local = "x".repeat(50);
+    for batch in 0..40 {
+        let logins: Vec<_> = (0..50)
+            .map(|i| {
+                let email = format!("{long_local}{batch}-{i}@{}.example.com", "d".repeat(60));
+                app.spawn_login(&email, PASSWORD)
+            })
+            .collect();
+        for login in logins {
+            assert_busy(login.await.unwrap()).await;
+        }
+        let tracked = app.state.throttle.tracked();
+        assert!(tracked.emails <= 100, "after batch {batch}: {tracked:?}");
+        assert_eq!(tracked.clients, 1, "{tracked:?}");
+    }
+    assert!(app.state.throttle.tracked().emails > 0);
+    drop(release);
+}
+
+#[tokio::test]
+async fn an_over_long_login_email_is_refused_before_the_throttle_and_argon2() {
+    let app = spawn(|_| {}).await;
+    for email in [
+        format!("{}@example.com", "a".repeat(60_000)),
+        format!("{}@example.com", "a".repeat(250)),
+        "Anyone <ada@example.com>".to_owned(),
+    ] {
+        let response = app.login(&email, PASSWORD).await;
+        let (_, body) = assert_error(
+            response,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        )
+        .await;
+        assert!(body["fields"]["email"].is_array(), "{body}");
+    }
+    let tracked = app.state.throttle.tracked();
+    assert_eq!((tracked.emails, tracked.clients), (0, 0), "nothing counted");
+    assert_eq!(app.state.passwords.started(), 0, "nothing hashed");
+}

@@ -253,3 +253,97 @@ async fn email_block_lifts_once_the_window_has_passed() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Sends `logins` (e-mail, password) all at once; returns the statuses in
+/// the same order.
+async fn concurrent_logins(app: &TestApp, logins: &[(String, String)]) -> Vec<StatusCode> {
+    let tasks: Vec<_> = logins
+        .iter()
+        .map(|(email, password)| {
+            let request = app
+                .client
+                .post(app.url("/api/v1/login"))
+                .json(&json!({"email": email, "password": password}));
+            tokio::spawn(async move { request.send().await.unwrap().status() })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await.unwrap());
+    }
+    statuses
+}
+
+fn count(statuses: &[StatusCode], status: StatusCode) -> usize {
+    statuses.iter().filter(|&&s| s == status).count()
+}
+
+#[tokio::test]
+async fn concurrent_failed_logins_for_one_email_get_exactly_the_limit_checked() {
+    let app = spawn_app().await;
+    let user = app.register_user("ada@example.com").await;
+    let wrong = vec![(user.email.clone(), "wrong password".to_owned()); 40];
+
+    let statuses = concurrent_logins(&app, &wrong).await;
+
+    assert_eq!(
+        count(&statuses, StatusCode::UNAUTHORIZED),
+        5,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        count(&statuses, StatusCode::TOO_MANY_REQUESTS),
+        35,
+        "{statuses:?}"
+    );
+    assert_throttled(app.login(&user.email, &user.password).await, 900).await;
+}
+
+#[tokio::test]
+async fn the_right_password_in_a_concurrent_burst_never_gets_past_five_failures() {
+    let app = spawn_app().await;
+    let user = app.register_user("ada@example.com").await;
+    let mut logins = vec![(user.email.clone(), "wrong password".to_owned()); 39];
+    logins.push((user.email.clone(), user.password.clone()));
+
+    let statuses = concurrent_logins(&app, &logins).await;
+
+    let failed = count(&statuses, StatusCode::UNAUTHORIZED);
+    match statuses[39] {
+        // It was reserved among the first five: its success cleared the
+        // count, so at most 4 failures before it and 5 after it.
+        StatusCode::OK => assert!(failed <= 9, "{statuses:?}"),
+        StatusCode::TOO_MANY_REQUESTS => assert_eq!(failed, 5, "{statuses:?}"),
+        other => panic!("the right password got {other}: {statuses:?}"),
+    }
+    assert_eq!(
+        count(&statuses, StatusCode::TOO_MANY_REQUESTS) + failed + count(&statuses, StatusCode::OK),
+        40,
+        "{statuses:?}"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_failed_logins_from_one_client_get_exactly_its_limit_checked() {
+    let app = spawn_app_with(|s| {
+        s.login_max_failures_per_client = 3;
+        s.login_max_failures = 100;
+    })
+    .await;
+    let guesses: Vec<_> = (0..30)
+        .map(|i| (format!("guess{i}@example.com"), PASSWORD.to_owned()))
+        .collect();
+
+    let statuses = concurrent_logins(&app, &guesses).await;
+
+    assert_eq!(
+        count(&statuses, StatusCode::UNAUTHORIZED),
+        3,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        count(&statuses, StatusCode::TOO_MANY_REQUESTS),
+        27,
+        "{statuses:?}"
+    );
+}
