@@ -108,6 +108,7 @@ impl Application {
                 max_keys: settings.login_throttle_keys as usize,
             }),
             passwords: Hasher::per_cpu(settings.password_hash_queue.map(|q| q as usize)),
+            trusted_proxies: settings.trusted_proxies.clone(),
             registration: settings.registration,
             leeway: settings.leeway,
         });

@@ -3,7 +3,7 @@
 use crate::auth::password::Hasher;
 use crate::auth::throttle::LoginThrottle;
 use crate::auth::tokens::Tokens;
-use crate::config::Registration;
+use crate::config::{Cidr, Registration};
 use crate::store::changes::{Changes, LookupCache};
 use crate::store::denylist::Denylist;
 use crate::store::{Pool, Readers};
@@ -27,6 +27,8 @@ pub struct AppState {
     pub throttle: LoginThrottle,
     /// Argon2 work, bounded in concurrency and queue.
     pub passwords: Hasher,
+    /// Networks of reverse proxies whose forwarding headers are believed.
+    pub trusted_proxies: Vec<Cidr>,
     /// Whether registration is open.
     pub registration: Registration,
     /// Clock leeway in seconds (also used when purging the denylist).

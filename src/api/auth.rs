@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use poem::http::HeaderMap;
 use poem::web::{Data, RemoteAddr};
 use poem_openapi::payload::Json;
 use poem_openapi::types::Email;
@@ -10,6 +11,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use serde_json::{Map, Value};
 
 use super::body::{check_email, check_length, required_string, FromJsonObject, JsonBody};
+use super::client_address::client_ip;
 use super::security::BearerAuth;
 use super::ApiTags;
 use crate::auth::throttle::ClientKey;
@@ -144,13 +146,15 @@ impl AuthApi {
         &self,
         state: Data<&Arc<AppState>>,
         remote: &RemoteAddr,
+        headers: &HeaderMap,
         body: JsonBody<LoginRequest>,
     ) -> poem::Result<LoginResponse> {
         let request = body.parse().await?;
         let email = request.email.0;
         let client = remote
             .as_socket_addr()
-            .map(|addr| ClientKey::from(addr.ip()));
+            .map(|peer| client_ip(peer.ip(), headers, &state.trusted_proxies))
+            .map(ClientKey::from);
         // Counted before the password is checked: concurrent attempts cannot
         // all pass a check made before any of them failed. Every way out of
         // this function but `succeeded` leaves the attempt counted as failed.

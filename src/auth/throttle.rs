@@ -215,7 +215,6 @@ pub struct Tracked {
 
 /// Counts failed logins and decides when to refuse.
 pub struct LoginThrottle {
-    limits: Limits,
     window_secs: u32,
     started: Instant,
     email_hashers: [RandomState; 2],
@@ -253,7 +252,6 @@ impl LoginThrottle {
     /// A throttle with no failures recorded.
     pub fn new(limits: Limits) -> Self {
         Self {
-            limits,
             window_secs: u32::try_from(limits.window.as_secs())
                 .unwrap_or(u32::MAX)
                 .max(1),
@@ -264,11 +262,6 @@ impl LoginThrottle {
                 clients: Counter::new(limits.per_client, limits.max_keys),
             }),
         }
-    }
-
-    /// The limits this throttle applies.
-    pub fn limits(&self) -> Limits {
-        self.limits
     }
 
     /// Counts a login attempt for `email` (lower-cased) from `client`, or,

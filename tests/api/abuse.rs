@@ -306,3 +306,76 @@ async fn an_over_long_login_email_is_refused_before_the_throttle_and_argon2() {
     assert_eq!((tracked.emails, tracked.clients), (0, 0), "nothing counted");
     assert_eq!(app.state.passwords.started(), 0, "nothing hashed");
 }
+
+#[test]
+fn a_bad_trusted_proxy_network_stops_the_start_with_a_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = |flag: Option<&str>, env: Option<&str>| {
+        let mut command = crate::helpers::tokengate(dir.path());
+        command.args(["serve", "--bind", "127.0.0.1:0", "--database", "t.db"]);
+        if let Some(value) = flag {
+            command.args(["--trusted-proxies", value]);
+        }
+        if let Some(value) = env {
+            command.env("TOKENGATE_TRUSTED_PROXIES", value);
+        }
+        let child = command.spawn().unwrap();
+        crate::helpers::wait_with_deadline(child, crate::helpers::PROCESS_DEADLINE)
+    };
+    for (flag, env, bad) in [
+        (Some("10.0.0.0/33"), None, "10.0.0.0/33"),
+        (Some("127.0.0.1/32,proxy.internal"), None, "proxy.internal"),
+        (None, Some("::1/128, 10.0.0.0/8, ::1/200"), "::1/200"),
+    ] {
+        let output = start(flag, env);
+        assert!(!output.status.success(), "{bad} is refused");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        let first = stderr.lines().next().unwrap_or_default();
+        assert!(
+            first.contains("--trusted-proxies") && first.contains(bad),
+            "the first line names the flag and the value: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn trusted_proxies_are_read_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = crate::helpers::tokengate(dir.path());
+    command
+        .args(["serve", "--bind", "127.0.0.1:0", "--database", "t.db"])
+        .args(["--jwt-secret", crate::helpers::TEST_SECRET])
+        .args(["--login-max-failures-per-client", "1"])
+        .env("TOKENGATE_TRUSTED_PROXIES", "127.0.0.1/32, ::1/128");
+    let server = crate::helpers::ServerProcess::start(command);
+    let client = reqwest::Client::new();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let statuses: Vec<StatusCode> = runtime.block_on(async {
+        let mut statuses = Vec::new();
+        for forwarded_for in ["203.0.113.1", "203.0.113.2", "203.0.113.1"] {
+            let response = client
+                .post(format!("{}/api/v1/login", server.url))
+                .header("X-Forwarded-For", forwarded_for)
+                .json(&json!({"email": "nobody@example.com", "password": PASSWORD}))
+                .send()
+                .await
+                .unwrap();
+            statuses.push(response.status());
+        }
+        statuses
+    });
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::UNAUTHORIZED,
+            StatusCode::UNAUTHORIZED,
+            StatusCode::TOO_MANY_REQUESTS
+        ],
+        "each forwarded client has its own count"
+    );
+    server.terminate();
+}

@@ -347,3 +347,100 @@ async fn concurrent_failed_logins_from_one_client_get_exactly_its_limit_checked(
         "{statuses:?}"
     );
 }
+
+/// A failed login carrying `X-Forwarded-For: forwarded_for`.
+async fn fail_login_forwarded_for(app: &TestApp, forwarded_for: &str) -> reqwest::Response {
+    app.client
+        .post(app.url("/api/v1/login"))
+        .header("X-Forwarded-For", forwarded_for)
+        .json(&json!({"email": "nobody@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_count() {
+    let app = spawn_app_with(|s| {
+        s.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+        s.login_max_failures_per_client = 2;
+        s.login_max_failures = 100;
+    })
+    .await;
+    for _ in 0..2 {
+        let response = fail_login_forwarded_for(&app, "203.0.113.7").await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    assert_throttled(fail_login_forwarded_for(&app, "203.0.113.7").await, 900).await;
+    // A client-written address left of the proxy's is not believed.
+    assert_throttled(
+        fail_login_forwarded_for(&app, "198.51.100.1, 203.0.113.7").await,
+        900,
+    )
+    .await;
+
+    // Another client behind the same proxy is unaffected.
+    let response = fail_login_forwarded_for(&app, "203.0.113.8").await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn forwarding_headers_from_an_untrusted_peer_are_ignored() {
+    let app = spawn_app_with(|s| {
+        s.trusted_proxies = vec!["10.0.0.0/8".parse().unwrap()];
+        s.login_max_failures_per_client = 2;
+        s.login_max_failures = 100;
+    })
+    .await;
+    for client in ["203.0.113.1", "203.0.113.2"] {
+        let response = fail_login_forwarded_for(&app, client).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    // Both counted against the socket peer, whatever the header says.
+    assert_throttled(fail_login_forwarded_for(&app, "203.0.113.3").await, 900).await;
+}
+
+#[tokio::test]
+async fn forwarded_ipv6_clients_are_counted_per_64() {
+    let app = spawn_app_with(|s| {
+        s.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        s.login_max_failures_per_client = 2;
+        s.login_max_failures = 100;
+    })
+    .await;
+    for client in ["2001:db8:1:2::1", "2001:db8:1:2::ffff"] {
+        let response = fail_login_forwarded_for(&app, client).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    assert_throttled(
+        fail_login_forwarded_for(&app, "2001:db8:1:2:abcd::9").await,
+        900,
+    )
+    .await;
+    let response = fail_login_forwarded_for(&app, "2001:db8:1:3::1").await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "another /64");
+}
+
+#[tokio::test]
+async fn the_rfc_7239_forwarded_header_is_honoured_from_a_trusted_proxy() {
+    let app = spawn_app_with(|s| {
+        s.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        s.login_max_failures_per_client = 1;
+        s.login_max_failures = 100;
+    })
+    .await;
+    let login = |forwarded: &'static str| {
+        app.client
+            .post(app.url("/api/v1/login"))
+            .header("Forwarded", forwarded)
+            .json(&json!({"email": "nobody@example.com", "password": PASSWORD}))
+            .send()
+    };
+    let response = login("for=\"[2001:db8::1]:4711\";proto=https")
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_throttled(login("for=\"[2001:db8::2]\"").await.unwrap(), 900).await;
+    let response = login("for=192.0.2.60").await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}
