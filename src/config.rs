@@ -5,7 +5,7 @@
 use std::fmt;
 use std::fs;
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -65,6 +65,89 @@ impl std::str::FromStr for Secret {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Ok(Secret::new(s.as_bytes()))
+    }
+}
+
+/// An IP network such as `10.0.0.0/8` or `::1/128` (a bare address is one
+/// host). IPv4-mapped IPv6 networks (`::ffff:10.0.0.0/104`) are kept as
+/// IPv4, and addresses are compared the same way, so either spelling
+/// matches both. Bits past the prefix are ignored (`10.1.2.3/8` is `10.0.0.0/8`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// Whether `ip` is in this network.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.network, ip.to_canonical()) {
+            (IpAddr::V4(network), IpAddr::V4(ip)) => {
+                mask_v4(ip.to_bits(), self.prefix) == network.to_bits()
+            }
+            (IpAddr::V6(network), IpAddr::V6(ip)) => {
+                mask_v6(ip.to_bits(), self.prefix) == network.to_bits()
+            }
+            _ => false,
+        }
+    }
+}
+
+fn mask_v4(bits: u32, prefix: u8) -> u32 {
+    if prefix == 0 {
+        0
+    } else {
+        bits & (u32::MAX << (32 - u32::from(prefix)))
+    }
+}
+
+fn mask_v6(bits: u128, prefix: u8) -> u128 {
+    if prefix == 0 {
+        0
+    } else {
+        bits & (u128::MAX << (128 - u32::from(prefix)))
+    }
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        let (address, prefix) = match text.split_once('/') {
+            Some((address, prefix)) => (address, Some(prefix)),
+            None => (text, None),
+        };
+        let address: IpAddr = address.parse().map_err(|_| {
+            format!("`{text}` is not an IP address or network (e.g. 10.0.0.0/8, ::1/128)")
+        })?;
+        let max = if address.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(prefix) => prefix
+                .parse::<u8>()
+                .ok()
+                .filter(|&p| p <= max)
+                .ok_or_else(|| format!("`{text}`: the prefix length must be 0 to {max}"))?,
+        };
+        let (network, prefix) = match address {
+            IpAddr::V6(v6) if prefix >= 96 => match v6.to_ipv4_mapped() {
+                Some(v4) => (IpAddr::V4(v4), prefix - 96),
+                None => (address, prefix),
+            },
+            _ => (address, prefix),
+        };
+        let network = match network {
+            IpAddr::V4(v4) => IpAddr::from(mask_v4(v4.to_bits(), prefix).to_be_bytes()),
+            IpAddr::V6(v6) => IpAddr::from(mask_v6(v6.to_bits(), prefix).to_be_bytes()),
+        };
+        Ok(Self { network, prefix })
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
     }
 }
 
@@ -230,6 +313,33 @@ pub struct Settings {
     #[arg(long, env = "TOKENGATE_IDLE_TIMEOUT_MS", default_value_t = 60_000,
           value_parser = clap::value_parser!(u64).range(1..=3_600_000), global = true)]
     pub idle_timeout_ms: u64,
+
+    /// Password hashes (logins, registrations) allowed to wait for a free
+    /// CPU; beyond that, requests get `503` with `Retry-After` at once.
+    /// Default: 32 per CPU.
+    #[arg(long, env = "TOKENGATE_PASSWORD_HASH_QUEUE",
+          value_parser = clap::value_parser!(u32).range(0..=100_000), global = true)]
+    pub password_hash_queue: Option<u32>,
+
+    /// Most e-mail addresses, and most client addresses, whose failed
+    /// logins are remembered at once; when full, expired and then the least
+    /// failed ones are forgotten first.
+    #[arg(long, env = "TOKENGATE_LOGIN_THROTTLE_KEYS", default_value_t = 100_000,
+          value_parser = clap::value_parser!(u32).range(1..=10_000_000), global = true)]
+    pub login_throttle_keys: u32,
+
+    /// Comma-separated networks of reverse proxies whose `X-Forwarded-For`
+    /// (or, without it, `Forwarded`) header names the client, e.g.
+    /// `127.0.0.1/32,10.0.0.0/8,::1/128`. None by default: the client is
+    /// the socket peer and those headers are ignored.
+    #[arg(
+        long,
+        env = "TOKENGATE_TRUSTED_PROXIES",
+        value_name = "CIDR",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub trusted_proxies: Vec<Cidr>,
 }
 
 impl Default for Settings {
@@ -258,6 +368,9 @@ impl Default for Settings {
             keys_reload_ms: 2000,
             header_read_timeout_ms: 10_000,
             idle_timeout_ms: 60_000,
+            password_hash_queue: None,
+            login_throttle_keys: 100_000,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -369,5 +482,58 @@ fn load_or_generate_secret(path: &Path) -> Result<Secret, ConfigError> {
             Ok(Secret::new(text.into_bytes()))
         }
         Err(e) => Err(io_err(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cidr(text: &str) -> Cidr {
+        text.parse().unwrap()
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn cidr_matches_addresses_in_its_network() {
+        let private = cidr("10.0.0.0/8");
+        assert!(private.contains(ip("10.255.1.2")));
+        assert!(!private.contains(ip("11.0.0.1")));
+        assert!(
+            private.contains(ip("::ffff:10.1.2.3")),
+            "mapped IPv4 is IPv4"
+        );
+        assert!(!private.contains(ip("::1")));
+        assert!(cidr("::1/128").contains(ip("::1")));
+        assert!(!cidr("::1/128").contains(ip("::2")));
+        assert!(cidr("2001:db8::/32").contains(ip("2001:db8:ffff::1")));
+        assert!(cidr("0.0.0.0/0").contains(ip("192.0.2.1")));
+        assert!(
+            cidr("192.0.2.7").contains(ip("192.0.2.7")),
+            "a bare address is one host"
+        );
+        assert!(!cidr("192.0.2.7").contains(ip("192.0.2.8")));
+        assert!(cidr("::ffff:10.0.0.0/104").contains(ip("10.9.9.9")));
+        assert_eq!(cidr("10.1.2.3/8").to_string(), "10.0.0.0/8");
+        assert_eq!(cidr(" ::1/128 ").to_string(), "::1/128");
+    }
+
+    #[test]
+    fn cidr_refuses_garbage_and_long_prefixes() {
+        for text in [
+            "",
+            "10.0.0.0/33",
+            "::1/129",
+            "10.0.0/8",
+            "example.com",
+            "10.0.0.0/",
+            "10.0.0.0/-1",
+        ] {
+            let error = text.parse::<Cidr>().expect_err(text);
+            assert!(!error.is_empty());
+        }
     }
 }

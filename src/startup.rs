@@ -17,6 +17,7 @@ use poem::{Endpoint, Response, Route};
 
 use crate::api;
 use crate::auth::keys::{KeyAlgorithm, KeyDir, KeyError, KeyStore, Reload};
+use crate::auth::password::Hasher;
 use crate::auth::throttle::{Limits, LoginThrottle};
 use crate::auth::tokens::Tokens;
 use crate::config::{ConfigError, Settings};
@@ -85,7 +86,10 @@ impl Application {
                 per_email: settings.login_max_failures,
                 per_client: settings.login_max_failures_per_client,
                 window: Duration::from_secs(settings.login_window),
+                max_keys: settings.login_throttle_keys as usize,
             }),
+            passwords: Hasher::per_cpu(settings.password_hash_queue.map(|q| q as usize)),
+            trusted_proxies: settings.trusted_proxies.clone(),
             registration: settings.registration,
         });
         // Pay for the dummy hash now rather than on the first unknown login.
@@ -102,6 +106,12 @@ impl Application {
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The context the requests will share, for tests that observe it
+    /// (throttle sizes, hashes running).
+    pub fn state(&self) -> Arc<AppState> {
+        self.state.clone()
     }
 
     /// Serves until `shutdown` completes, then lets in-flight requests finish.

@@ -7,6 +7,7 @@
 //! - [`health`]: the `health` operation
 //! - [`security`]: the `bearerAuth` scheme, where every token is checked
 //! - [`body`]: the JSON request-body extractor
+//! - [`client_address`]: who a request comes from, behind trusted proxies
 //!
 //! Handlers return `poem::Result<...Response>`. Each response enum lists the
 //! success and every error the operation can answer, so the OpenAPI document
@@ -15,6 +16,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod client_address;
 pub mod health;
 pub mod jwks;
 pub mod security;

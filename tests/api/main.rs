@@ -1,6 +1,7 @@
 //! The integration tests: one binary, every test against a real server on
 //! its own port with its own temporary database (see [`helpers`]).
 
+mod abuse;
 mod cli;
 mod config;
 mod cors;
