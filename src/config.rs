@@ -252,6 +252,13 @@ pub struct Settings {
           value_parser = clap::value_parser!(u64).range(1..=600_000), global = true)]
     pub db_timeout_ms: u64,
 
+    /// Revocations appended to the log before they are merged into the
+    /// table keyed by `jti` (see the denylist layout in the README).
+    #[arg(long, env = "TOKENGATE_DENYLIST_MERGE_ROWS", default_value_t = 32_768, hide = true,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000_000),
+          global = true)]
+    pub denylist_merge_rows: usize,
+
     /// Lifetime of a refresh token, in seconds (each refresh issues a new one,
     /// so an active session slides forward).
     #[arg(long, env = "TOKENGATE_REFRESH_TTL", default_value_t = 1_209_600,
@@ -358,6 +365,7 @@ impl Default for Settings {
             login_max_failures: 5,
             login_max_failures_per_client: 100,
             login_window: 900,
+            denylist_merge_rows: 32_768,
             refresh_ttl: 1_209_600,
             refresh_reuse_interval: 10,
             session_max_age: 7_776_000,

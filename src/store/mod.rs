@@ -323,7 +323,12 @@ impl Store {
             sqlite::pool::must_exist(path)?;
         }
         let timeout = std::time::Duration::from_millis(settings.db_timeout_ms);
-        let (store, writer) = sqlite::SqliteStore::open(path, timeout, settings.lifetimes())?;
+        let (store, writer) = sqlite::SqliteStore::open(
+            path,
+            timeout,
+            settings.lifetimes(),
+            settings.denylist_merge_rows,
+        )?;
         Ok((
             Store::Sqlite(store),
             Running {

@@ -20,6 +20,7 @@ pub mod users;
 pub mod writer;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -30,6 +31,7 @@ pub use reader::Readers;
 pub use writer::Writer;
 
 use self::changes::Changes;
+use self::denylist::{Denylist, View};
 use self::lookup::LookupCache;
 use crate::auth::refresh::{Presented, TokenHash};
 use crate::store::{
@@ -46,6 +48,7 @@ const LOOKUP_CACHE_TOKENS: usize = 16_384;
 /// The SQLite engine, open and running.
 pub struct SqliteStore {
     pool: Pool,
+    denylist: Arc<Denylist>,
     readers: Readers,
     writer: Writer,
     changes: Option<Changes>,
@@ -61,10 +64,13 @@ impl SqliteStore {
         path: &Path,
         timeout: Duration,
         lifetimes: Lifetimes,
+        merge_rows: usize,
     ) -> Result<(Self, JoinHandle<()>), pool::OpenError> {
         let pool = pool::open(path, timeout)?;
         let fail = |e: StoreError| pool::OpenError::new(path, e.to_string());
-        let (writer, handle) = Writer::start(path, timeout, lifetimes).map_err(fail)?;
+        let denylist = Arc::new(Denylist::new(merge_rows));
+        let (writer, handle) =
+            Writer::start(path, timeout, lifetimes, denylist.clone()).map_err(fail)?;
         let readers = Readers::start(path, READER_THREADS, timeout).map_err(fail)?;
         let changes = Changes::open(path);
         if changes.is_none() {
@@ -73,6 +79,7 @@ impl SqliteStore {
         Ok((
             Self {
                 pool,
+                denylist,
                 readers,
                 writer,
                 changes,
@@ -121,10 +128,11 @@ impl SqliteStore {
             return Ok(found);
         }
         let job_key = key.clone();
+        let denylist = self.denylist.clone();
         // A failed read: nothing remembered before it counts any more.
         let found = self
             .readers
-            .run(move |conn| lookup::facts(conn, &job_key))
+            .run(move |conn| lookup::facts(conn, &job_key, &denylist, View::Committed))
             .await
             .inspect_err(|_| self.lookups.clear())?;
         if let Some(v) = version {
@@ -189,7 +197,7 @@ impl SqliteStore {
         self.readers
             .run(|conn| {
                 users::check(conn)?;
-                denylist::is_revoked(conn, "")?;
+                denylist::check(conn)?;
                 Ok(())
             })
             .await?;

@@ -143,7 +143,7 @@ mod tests {
 
         let started = std::time::Instant::now();
         let queued = readers
-            .run(|conn| crate::store::sqlite::denylist::is_revoked(conn, "x"))
+            .run(|conn| crate::store::sqlite::denylist::check(conn))
             .await;
         assert!(matches!(queued, Err(StoreError::Timeout(_))), "{queued:?}");
         assert!(started.elapsed() < Duration::from_millis(800));
