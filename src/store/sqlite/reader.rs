@@ -143,7 +143,7 @@ mod tests {
 
         let started = std::time::Instant::now();
         let queued = readers
-            .run(|conn| crate::store::sqlite::denylist::check(conn))
+            .run(crate::store::sqlite::denylist::check)
             .await;
         assert!(matches!(queued, Err(StoreError::Timeout(_))), "{queued:?}");
         assert!(started.elapsed() < Duration::from_millis(800));
