@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use poem::http::HeaderValue;
-use poem::{Endpoint, Response, Route};
+use poem::{Endpoint, IntoEndpoint, Response, Route};
 
 use crate::api;
 use crate::auth::keys::{KeyAlgorithm, KeyDir, KeyError, KeyStore, Reload};
@@ -154,13 +154,12 @@ impl Application {
 /// The whole HTTP app: API and documentation, inside [`Edge`].
 pub fn app(state: Arc<AppState>, settings: &Settings) -> impl Endpoint<Output = Response> {
     let api = api::service();
-    let routes = Route::new()
+    let docs = Route::new()
         .nest("/docs", api.swagger_ui())
         .at("/openapi.json", api.spec_endpoint())
-        .at("/openapi.yaml", api.spec_endpoint_yaml())
-        .nest("/", api);
+        .at("/openapi.yaml", api.spec_endpoint_yaml());
     let cors = SpaCors::new(settings.cors_origins.iter().map(String::as_str));
-    Edge::new(routes, state, cors, allowed_methods())
+    Edge::new(api.into_endpoint(), docs, state, cors, allowed_methods())
 }
 
 /// Path -> the methods the OpenAPI document gives it, e.g. `"GET"`, read
