@@ -89,7 +89,7 @@ impl Endpoint for Edge {
             }
         };
         if response.status() == StatusCode::METHOD_NOT_ALLOWED {
-            if let Some(methods) = self.allow.get(&path) {
+            if let Some(methods) = allowed_methods_for(&self.allow, &path) {
                 response
                     .headers_mut()
                     .insert(header::ALLOW, methods.clone());
@@ -146,4 +146,32 @@ fn declared_length(req: &Request) -> Option<u64> {
         .ok()?
         .parse()
         .ok()
+}
+
+/// The methods of the document path that `path` is: its own entry, or a
+/// template such as `/api/v1/sessions/{id}` whose `{parameter}` segments
+/// match any one non-empty segment.
+fn allowed_methods_for<'a>(
+    allow: &'a HashMap<String, HeaderValue>,
+    path: &str,
+) -> Option<&'a HeaderValue> {
+    allow.get(path).or_else(|| {
+        allow
+            .iter()
+            .find(|(template, _)| template.contains('{') && matches_template(template, path))
+            .map(|(_, methods)| methods)
+    })
+}
+
+fn matches_template(template: &str, path: &str) -> bool {
+    let mut templates = template.split('/');
+    let mut segments = path.split('/');
+    loop {
+        match (templates.next(), segments.next()) {
+            (None, None) => return true,
+            (Some(t), Some(s)) if t.starts_with('{') && t.ends_with('}') && !s.is_empty() => {}
+            (Some(t), Some(s)) if t == s => {}
+            _ => return false,
+        }
+    }
 }
