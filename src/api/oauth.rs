@@ -262,7 +262,8 @@ impl FromForm for IntrospectionForm {
     }
 }
 
-/// The kinds of token a revocation may name in `token_type_hint`.
+/// The kinds of token a revocation may name in `token_type_hint` (which
+/// only changes the order of the checks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 #[oai(rename = "TokenTypeHint")]
 pub enum TokenTypeHint {
@@ -274,15 +275,17 @@ pub enum TokenTypeHint {
     RefreshToken,
 }
 
-/// A revocation request (RFC 7009 section 2.1), form-encoded.
+/// A revocation request (RFC 7009 section 2.1), form-encoded. A
+/// `token_type_hint` other than `access_token` or `refresh_token` is
+/// `400 unsupported_token_type`.
 #[derive(Debug, Object)]
 #[oai(rename = "RevocationRequest")]
 pub struct RevocationForm {
     /// The token to revoke: an access token or a refresh token.
     #[oai(validator(min_length = 1))]
     pub token: String,
-    /// `access_token` or `refresh_token`; any other value is
-    /// `400 unsupported_token_type`.
+    // No doc comment: it would make the schema an `allOf` around the enum's
+    // reference, which some client generators cannot read (see the type's).
     pub token_type_hint: Option<TokenTypeHint>,
 }
 
