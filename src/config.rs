@@ -68,6 +68,39 @@ impl std::str::FromStr for Secret {
     }
 }
 
+/// One `id:secret` entry of `--introspection-clients`: a resource server
+/// that may call token introspection. Kept whole, secret and all, as a
+/// [`Secret`] and judged only at start ([`crate::auth::clients`]), so that
+/// neither the argument parser nor a log line ever shows it.
+#[derive(Clone)]
+pub struct ClientCredentials(Secret);
+
+impl ClientCredentials {
+    /// The entry of client `id` with `secret`.
+    pub fn new(id: &str, secret: &str) -> Self {
+        Self(Secret::new(format!("{id}:{secret}")))
+    }
+
+    /// The entry as configured, `id:secret`; call only where it is checked.
+    pub fn expose(&self) -> &[u8] {
+        self.0.expose()
+    }
+}
+
+impl fmt::Debug for ClientCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ClientCredentials(<redacted>)")
+    }
+}
+
+impl std::str::FromStr for ClientCredentials {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(Secret::new(s.as_bytes())))
+    }
+}
+
 /// An IP network such as `10.0.0.0/8` or `::1/128` (a bare address is one
 /// host). IPv4-mapped IPv6 networks (`::ffff:10.0.0.0/104`) are kept as
 /// IPv4, and addresses are compared the same way, so either spelling
@@ -347,6 +380,19 @@ pub struct Settings {
         global = true
     )]
     pub trusted_proxies: Vec<Cidr>,
+
+    /// Comma-separated `id:secret` pairs of the resource servers allowed to
+    /// call token introspection with HTTP Basic (secrets of at least 32
+    /// bytes). None by default: introspection answers `401` to everyone.
+    #[arg(
+        long,
+        env = "TOKENGATE_INTROSPECTION_CLIENTS",
+        value_name = "ID:SECRET",
+        value_delimiter = ',',
+        hide_env_values = true,
+        global = true
+    )]
+    pub introspection_clients: Vec<ClientCredentials>,
 }
 
 impl Default for Settings {
@@ -379,6 +425,7 @@ impl Default for Settings {
             password_hash_queue: None,
             login_throttle_keys: 100_000,
             trusted_proxies: Vec::new(),
+            introspection_clients: Vec::new(),
         }
     }
 }
@@ -403,6 +450,21 @@ pub enum ConfigError {
     /// The secret file could not be read or written.
     #[error("cannot use the secret file {0}: {1}")]
     SecretFile(String, std::io::Error),
+    /// An entry of `--introspection-clients` is not `id:secret` with a
+    /// usable id (the entry is not shown: it holds a secret).
+    #[error(
+        "entry {0} of --introspection-clients is not `id:secret` with an id of 1 to 64 \
+         letters, digits, `-`, `.`, `_` or `~`"
+    )]
+    ClientMalformed(usize),
+    /// A resource server's secret is too short.
+    #[error(
+        "the secret of introspection client `{0}` must be at least {MIN_SECRET_BYTES} bytes long (got {1})"
+    )]
+    ClientSecretTooShort(String, usize),
+    /// The same client id twice.
+    #[error("introspection client `{0}` is listed more than once")]
+    ClientListedTwice(String),
 }
 
 impl Settings {

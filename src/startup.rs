@@ -16,6 +16,7 @@ use poem::http::HeaderValue;
 use poem::{Endpoint, IntoEndpoint, Response, Route};
 
 use crate::api;
+use crate::auth::clients::IntrospectionClients;
 use crate::auth::keys::{KeyAlgorithm, KeyDir, KeyError, KeyStore, Reload};
 use crate::auth::password::Hasher;
 use crate::auth::throttle::{Limits, LoginThrottle};
@@ -69,6 +70,8 @@ impl Application {
     }
 
     fn build_blocking(settings: Settings) -> Result<Self, StartupError> {
+        let introspection_clients =
+            IntrospectionClients::from_config(&settings.introspection_clients)?;
         let (store, running) = Store::open(&settings, false)?;
         let tokens = tokens(&settings)?;
         let listener = std::net::TcpListener::bind(settings.bind)
@@ -91,6 +94,7 @@ impl Application {
             passwords: Hasher::per_cpu(settings.password_hash_queue.map(|q| q as usize)),
             trusted_proxies: settings.trusted_proxies.clone(),
             registration: settings.registration,
+            introspection_clients,
         });
         // Pay for the dummy hash now rather than on the first unknown login.
         let _ = crate::auth::password::dummy_hash();

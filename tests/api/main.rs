@@ -17,6 +17,7 @@ mod keys;
 mod login;
 mod logout;
 mod migrations;
+mod oauth;
 mod openapi;
 mod register;
 mod sessions;

@@ -36,7 +36,8 @@ use self::lookup::LookupCache;
 use crate::auth::refresh::{Presented, TokenHash};
 use crate::store::{
     blocking, Checked, CreateError, Credentials, Lifetimes, LogoutScope, Lookup, LookupKey,
-    NewSession, PasswordChange, Purged, Refreshed, SessionRow, StoreError, TokenToEnd, User,
+    NewSession, PasswordChange, Purged, RefreshTokenState, Refreshed, SessionRow, StoreError,
+    TokenToEnd, User,
 };
 
 /// Threads serving the per-request database reads.
@@ -163,6 +164,34 @@ impl SqliteStore {
         new_hash: TokenHash,
     ) -> Result<Refreshed, StoreError> {
         self.writer.refresh(presented, new_hash).await
+    }
+
+    /// On a reader thread: a read that never counts as a use of the token.
+    pub(crate) async fn refresh_token_state(
+        &self,
+        presented: &Presented,
+    ) -> Result<Option<RefreshTokenState>, StoreError> {
+        let presented = presented.clone();
+        let now_s = Utc::now().timestamp();
+        self.readers
+            .run(move |conn| sessions::current_token(conn, &presented, now_s))
+            .await
+    }
+
+    /// Asks a reader first, so that the writer (and its commits) is used
+    /// only for tokens that really end a session, never for guessed ones;
+    /// the writer checks again inside its transaction.
+    pub(crate) async fn revoke_refresh(&self, presented: Presented) -> Result<bool, StoreError> {
+        let now_s = Utc::now().timestamp();
+        let asked = presented.clone();
+        let known = self
+            .readers
+            .run(move |conn| sessions::is_known_token(conn, &asked, now_s))
+            .await?;
+        if !known {
+            return Ok(false);
+        }
+        self.writer.revoke_refresh(presented).await
     }
 
     pub(crate) async fn list_sessions(&self, user_id: i64) -> Result<Vec<SessionRow>, StoreError> {

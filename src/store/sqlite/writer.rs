@@ -1,6 +1,6 @@
 //! The group-commit writer: every write whose success answer promises
 //! durability (revocations, logouts of every scope, sessions started,
-//! rotated or ended, password changes, and the probe behind `/health`) goes
+//! rotated, revoked or ended, password changes, and the probe behind `/health`) goes
 //! through one thread that owns its own connection. Writes that depend on the
 //! caller's token re-check it inside the transaction ([`judge`]), and the
 //! refresh rotation reads and writes its session there too: with one writer,
@@ -56,6 +56,8 @@ enum Write {
     },
     /// End one session of a user.
     EndSession { user_id: i64, sid: String },
+    /// End the session of a presented refresh token (RFC 7009).
+    RevokeRefresh(Presented),
     /// Change a password, with its consequences.
     ChangePassword(Box<PasswordChange>),
     /// Global logout of a user by e-mail address.
@@ -71,6 +73,7 @@ enum Outcome {
     SessionStarted(i64),
     Refreshed(Refreshed),
     SessionEnded(bool),
+    RefreshRevoked(bool),
     PasswordChanged(Checked<i64>),
     UserRevoked(Option<usize>),
     Probed,
@@ -203,6 +206,15 @@ impl Writer {
     pub async fn end_session(&self, user_id: i64, sid: String) -> Result<bool, StoreError> {
         match self.submit(Write::EndSession { user_id, sid }).await? {
             Outcome::SessionEnded(ended) => Ok(ended),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Ends the session of a presented refresh token of any generation;
+    /// `false` if it is no stored token of an active session.
+    pub async fn revoke_refresh(&self, presented: Presented) -> Result<bool, StoreError> {
+        match self.submit(Write::RevokeRefresh(presented)).await? {
+            Outcome::RefreshRevoked(ended) => Ok(ended),
             _ => Err(unexpected()),
         }
     }
@@ -400,6 +412,9 @@ fn apply(batch: &mut Batch<'_>, write: &Write) -> Result<Outcome, StoreError> {
         } => Outcome::Refreshed(sessions::refresh(conn, presented, new_hash, clock)?),
         Write::EndSession { user_id, sid } => {
             Outcome::SessionEnded(sessions::end(conn, sid, Some(*user_id), clock)?)
+        }
+        Write::RevokeRefresh(presented) => {
+            Outcome::RefreshRevoked(sessions::revoke_token(conn, presented, clock)?)
         }
         Write::ChangePassword(change) => Outcome::PasswordChanged(change_password(batch, change)?),
         Write::RevokeUser { email, at_us } => {
