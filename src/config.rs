@@ -66,7 +66,9 @@ pub struct Settings {
     )]
     pub bind: SocketAddr,
 
-    /// SQLite database file (created with mode 0600 if missing).
+    /// SQLite database file (created with mode 0600 if missing), or a
+    /// `postgres://` / `postgresql://` URL (PostgreSQL 13 or newer; several
+    /// tokengate processes may share it).
     #[arg(
         long,
         env = "TOKENGATE_DATABASE",
@@ -225,6 +227,17 @@ pub enum ConfigError {
     /// The secret file could not be read or written.
     #[error("cannot use the secret file {0}: {1}")]
     SecretFile(String, std::io::Error),
+    /// PostgreSQL has no file beside it to keep a generated secret in.
+    #[error(
+        "with a PostgreSQL database, --jwt-secret (or TOKENGATE_JWT_SECRET) is required: \
+         every process sharing the database must sign with the same secret"
+    )]
+    SecretRequired,
+}
+
+/// Whether `database` is a PostgreSQL URL rather than a SQLite file path.
+pub fn is_postgres_url(database: &str) -> bool {
+    database.starts_with("postgres://") || database.starts_with("postgresql://")
 }
 
 impl Settings {
@@ -239,11 +252,19 @@ impl Settings {
         }
     }
 
+    /// The PostgreSQL URL, if `--database` is one (otherwise it is a SQLite
+    /// file path).
+    pub fn database_url(&self) -> Option<&str> {
+        self.database.to_str().filter(|d| is_postgres_url(d))
+    }
+
     /// The signing secret: the configured one, or the one kept beside the
-    /// database (generated on first use).
+    /// database (generated on first use; with PostgreSQL there is no such
+    /// place, so the secret must be configured).
     pub fn load_secret(&self) -> Result<Secret, ConfigError> {
         let secret = match &self.jwt_secret {
             Some(secret) => secret.clone(),
+            None if self.database_url().is_some() => return Err(ConfigError::SecretRequired),
             None => load_or_generate_secret(&self.secret_path())?,
         };
         if secret.expose().len() < MIN_SECRET_BYTES {
