@@ -1,0 +1,27 @@
+//! The engine-neutral HTTP contract tests again, on PostgreSQL: the same
+//! files, included a second time under this module, whose path makes
+//! [`crate::helpers::spawn_app`] give their servers a PostgreSQL database
+//! (see [`crate::helpers::engine`]). The SQLite-file-specific tests (faults,
+//! crash, migrations, the CLI on files) are not here; `postgres.rs` has the
+//! PostgreSQL-only ones.
+
+#[path = "cors.rs"]
+mod cors;
+#[path = "current_user.rs"]
+mod current_user;
+#[path = "errors.rs"]
+mod errors;
+#[path = "health.rs"]
+mod health;
+#[path = "login.rs"]
+mod login;
+#[path = "logout.rs"]
+mod logout;
+#[path = "register.rs"]
+mod register;
+#[path = "sessions.rs"]
+mod sessions;
+#[path = "throttling.rs"]
+mod throttling;
+#[path = "token_attacks.rs"]
+mod token_attacks;
