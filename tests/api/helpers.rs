@@ -92,6 +92,16 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
+/// Starts a server on `database` (a path or URL) with the test defaults
+/// changed by `configure`.
+pub async fn spawn_app_on(database: &str, configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    let mut settings = test_settings(dir.path());
+    settings.database = PathBuf::from(database);
+    configure(&mut settings);
+    start(settings, dir).await
+}
+
 /// Starts a server with the test defaults changed by `configure`.
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let dir = tempfile::tempdir().expect("create a temporary directory");
@@ -484,6 +494,17 @@ impl ServerProcess {
         command
             .args(["serve", "--database", "t.db", "--bind", "127.0.0.1:0"])
             .args(["--jwt-secret", TEST_SECRET]);
+        Self::start(command)
+    }
+
+    /// `tokengate serve` on `database` (a path or URL), port 0, with the
+    /// test secret and `extra` arguments.
+    pub fn serve_database(dir: &Path, database: &str, extra: &[&str]) -> Self {
+        let mut command = tokengate(dir);
+        command
+            .args(["serve", "--database", database, "--bind", "127.0.0.1:0"])
+            .args(["--jwt-secret", TEST_SECRET])
+            .args(extra);
         Self::start(command)
     }
 
