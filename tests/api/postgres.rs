@@ -209,20 +209,23 @@ async fn three_processes_honour_each_others_writes_on_their_very_next_request() 
     }
 }
 
-/// Sends a logout for each token to `node` at once; returns a receiver of
-/// (token, status or `None` if the connection failed).
+/// Sends a logout for each token to `node`, 32 at a time; returns a
+/// receiver of (token, status or `None` if the connection failed).
 fn logout_storm(
     node: &Node,
     tokens: &[String],
 ) -> tokio::sync::mpsc::UnboundedReceiver<(String, Option<StatusCode>)> {
     let (results, received) = tokio::sync::mpsc::unbounded_channel();
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(32));
     for token in tokens {
+        let in_flight = in_flight.clone();
         let request = node
             .client
             .delete(node.url("/api/v1/logout"))
             .header(AUTHORIZATION, format!("Bearer {token}"));
         let (token, results) = (token.clone(), results.clone());
         tokio::spawn(async move {
+            let _slot = in_flight.acquire().await;
             let status = request.send().await.ok().map(|r| r.status());
             let _ = results.send((token, status));
         });
