@@ -275,7 +275,8 @@ fn write_sqlite(path: &Path, timeout: Duration, dump: &Dump) -> Result<bool, Sto
                 t.expires_at
             ])?;
         }
-        let mut stmt = tx.prepare("INSERT INTO revoked_tokens (jti, purge_after) VALUES (?1, ?2)")?;
+        let mut stmt =
+            tx.prepare("INSERT INTO revoked_tokens (jti, purge_after) VALUES (?1, ?2)")?;
         for (jti, purge_after) in &dump.revoked {
             stmt.execute(rusqlite::params![jti, purge_after])?;
         }

@@ -293,6 +293,8 @@ impl Lifetimes {
 }
 
 /// The storage engine in use.
+// One per process: the size of the larger variant does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Store {
     /// Embedded SQLite (the default).
     Sqlite(sqlite::SqliteStore),

@@ -891,7 +891,10 @@ impl PgServer {
                  {stop} -D '{data}' stop -m immediate >/dev/null 2>&1; rm -rf '{dir}'",
                 pid = std::process::id(),
                 stop = if unsafe { libc::geteuid() } == 0 {
-                    format!("runuser -u postgres -- {}", server.bin.join("pg_ctl").display())
+                    format!(
+                        "runuser -u postgres -- {}",
+                        server.bin.join("pg_ctl").display()
+                    )
                 } else {
                     server.bin.join("pg_ctl").display().to_string()
                 },
@@ -954,7 +957,16 @@ impl PgServer {
         let output = as_postgres(&self.bin.join("psql"))
             .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-h"])
             .arg(self.data.parent().unwrap())
-            .args(["-p", &self.port.to_string(), "-U", "postgres", "-d", db, "-c", sql])
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                db,
+                "-c",
+                sql,
+            ])
             .stdin(Stdio::null())
             .output()
             .map_err(|e| format!("psql: {e}"))?;
@@ -1008,7 +1020,7 @@ impl TestDb {
             TestDb::Postgres(url) => {
                 let values = bridge_params(sql, params)?;
                 let row = pg_run(url, &pg_sql(sql), values, true)
-                    .map_err(|e| rusqlite::Error::InvalidParameterName(e))?
+                    .map_err(rusqlite::Error::InvalidParameterName)?
                     .ok_or(rusqlite::Error::QueryReturnedNoRows)?;
                 let memory = rusqlite::Connection::open_in_memory()?;
                 let select = format!(
@@ -1068,7 +1080,9 @@ fn bridge_params<P: rusqlite::Params>(
             .join(", ")
     );
     memory.query_row(&select, params, |row| {
-        (0..count).map(|i| row.get::<_, rusqlite::types::Value>(i)).collect()
+        (0..count)
+            .map(|i| row.get::<_, rusqlite::types::Value>(i))
+            .collect()
     })
 }
 
@@ -1136,10 +1150,8 @@ async fn pg_run_async(
             (V::Blob(b), _) => Box::new(b.clone()),
         });
     }
-    let refs: Vec<&(dyn ToSql + Sync)> = boxed
-        .iter()
-        .map(|b| &**b as &(dyn ToSql + Sync))
-        .collect();
+    let refs: Vec<&(dyn ToSql + Sync)> =
+        boxed.iter().map(|b| &**b as &(dyn ToSql + Sync)).collect();
     let rows = client
         .query(&stmt, &refs)
         .await

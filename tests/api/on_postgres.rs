@@ -5,6 +5,9 @@
 //! crash, migrations, the CLI on files) are not here; `postgres.rs` has the
 //! PostgreSQL-only ones.
 
+// Loading each file twice is the point: one body of tests, two engines.
+#![allow(clippy::duplicate_mod)]
+
 #[path = "cors.rs"]
 mod cors;
 #[path = "current_user.rs"]

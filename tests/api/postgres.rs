@@ -51,9 +51,11 @@ impl Node {
 
     async fn register(&self, email: &str) -> i64 {
         let (status, body) = self
-            .send(self.client.post(self.url("/api/v1/register")).json(
-                &json!({"name": "Ada", "email": email, "password": PASSWORD}),
-            ))
+            .send(
+                self.client
+                    .post(self.url("/api/v1/register"))
+                    .json(&json!({"name": "Ada", "email": email, "password": PASSWORD})),
+            )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         body["id"].as_i64().unwrap()
@@ -126,9 +128,7 @@ async fn three_processes_honour_each_others_writes_on_their_very_next_request() 
     let starting: Vec<_> = (0..3)
         .map(|_| {
             let database = database.clone();
-            std::thread::spawn(move || {
-                Node::start(&database, &["--refresh-reuse-interval", "0"])
-            })
+            std::thread::spawn(move || Node::start(&database, &["--refresh-reuse-interval", "0"]))
         })
         .collect();
     let nodes: Vec<Node> = starting.into_iter().map(|t| t.join().unwrap()).collect();
@@ -138,7 +138,11 @@ async fn three_processes_honour_each_others_writes_on_their_very_next_request() 
 
     // Revocations of tokens without a session, many times over.
     for trial in 0..60 {
-        let (a, b, c) = (&nodes[trial % 3], &nodes[(trial + 1) % 3], &nodes[(trial + 2) % 3]);
+        let (a, b, c) = (
+            &nodes[trial % 3],
+            &nodes[(trial + 1) % 3],
+            &nodes[(trial + 2) % 3],
+        );
         let token = forge(&valid_claims(user_id));
         assert_eq!(b.user_status(&token).await, StatusCode::OK);
         assert_eq!(a.logout(&token, "local").await, StatusCode::NO_CONTENT);
@@ -146,7 +150,11 @@ async fn three_processes_honour_each_others_writes_on_their_very_next_request() 
     }
 
     for round in 0..3 {
-        let (a, b, c) = (&nodes[round % 3], &nodes[(round + 1) % 3], &nodes[(round + 2) % 3]);
+        let (a, b, c) = (
+            &nodes[round % 3],
+            &nodes[(round + 1) % 3],
+            &nodes[(round + 2) % 3],
+        );
 
         // Local logout ends the session: its access and refresh tokens.
         let p = a.login(email, &password).await;
@@ -155,7 +163,10 @@ async fn three_processes_honour_each_others_writes_on_their_very_next_request() 
         assert_eq!(b.refresh(&p.refresh).await.0, StatusCode::UNAUTHORIZED);
 
         // Deleting a session.
-        let (gone, caller) = (b.login(email, &password).await, c.login(email, &password).await);
+        let (gone, caller) = (
+            b.login(email, &password).await,
+            c.login(email, &password).await,
+        );
         let (status, _) = a
             .send(
                 a.client
@@ -169,13 +180,19 @@ async fn three_processes_honour_each_others_writes_on_their_very_next_request() 
 
         // Logout of the other sessions.
         let other = b.login(email, &password).await;
-        assert_eq!(a.logout(&caller.access, "others").await, StatusCode::NO_CONTENT);
+        assert_eq!(
+            a.logout(&caller.access, "others").await,
+            StatusCode::NO_CONTENT
+        );
         refused_everywhere(&[b, c], &other.access, "logout others").await;
         assert_eq!(b.user_status(&caller.access).await, StatusCode::OK);
 
         // Global logout: every session and every token issued until now.
         let no_sid = forge(&valid_claims(user_id));
-        assert_eq!(a.logout(&caller.access, "global").await, StatusCode::NO_CONTENT);
+        assert_eq!(
+            a.logout(&caller.access, "global").await,
+            StatusCode::NO_CONTENT
+        );
         refused_everywhere(&[b, c], &caller.access, "global logout").await;
         refused_everywhere(&[c, b], &no_sid, "global logout, token without sid").await;
 
@@ -186,10 +203,16 @@ async fn three_processes_honour_each_others_writes_on_their_very_next_request() 
         let rotated = Pair::from_body(&body);
         assert_eq!(b.refresh(&p.refresh).await.0, StatusCode::UNAUTHORIZED);
         refused_everywhere(&[c, a], &rotated.access, "reuse detection").await;
-        assert_eq!(c.refresh(&rotated.refresh).await.0, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            c.refresh(&rotated.refresh).await.0,
+            StatusCode::UNAUTHORIZED
+        );
 
         // Password change: every other session and every older token ends.
-        let (caller, other) = (a.login(email, &password).await, b.login(email, &password).await);
+        let (caller, other) = (
+            a.login(email, &password).await,
+            b.login(email, &password).await,
+        );
         let new_password = format!("{PASSWORD} #{round}");
         let (status, body) = a
             .send(
@@ -288,9 +311,14 @@ async fn postgres_stopped_mid_storm_gives_503_then_recovers_with_every_acknowled
         "postgres://pw_user:{PG_PASSWORD}@127.0.0.1:{}/storm",
         server.port
     );
-    let timeout_ms = 1000u64;
-    let timeout = ["--db-timeout-ms", "1000"];
-    let (a, b) = (Node::start(&database, &timeout), Node::start(&database, &timeout));
+    // Generous: the machine may be busy; requests that fail while the
+    // server is down fail at once (connection refused) anyway.
+    let timeout_ms = 3000u64;
+    let timeout = ["--db-timeout-ms", "3000"];
+    let (a, b) = (
+        Node::start(&database, &timeout),
+        Node::start(&database, &timeout),
+    );
     let user_id = a.register("ada@example.com").await;
     let pair = a.login("ada@example.com", PASSWORD).await;
     let tokens: Vec<String> = (0..300).map(|_| forge(&valid_claims(user_id))).collect();
@@ -358,7 +386,12 @@ async fn postgres_stopped_mid_storm_gives_503_then_recovers_with_every_acknowled
         }
     }
     for token in &acknowledged {
-        refused_everywhere(&[&a, &b], token, "an acknowledged logout was lost in the crash").await;
+        refused_everywhere(
+            &[&a, &b],
+            token,
+            "an acknowledged logout was lost in the crash",
+        )
+        .await;
     }
     assert_eq!(b.user_status(&fresh).await, StatusCode::OK);
     assert_eq!(b.user_status(&pair.access).await, StatusCode::OK);
@@ -445,7 +478,10 @@ fn bad_urls_credentials_rights_and_settings_stop_the_start_with_one_clear_line()
         )),
         "Unreach-42",
     );
-    assert!(line.contains("cannot open database postgres://pw_user:***@"), "{line}");
+    assert!(
+        line.contains("cannot open database postgres://pw_user:***@"),
+        "{line}"
+    );
 
     let weak_db = pg.create_database();
     let line = run(
@@ -506,7 +542,9 @@ async fn login_throttling_counts_are_shared_by_every_process() {
 
     // Three failures, made on two processes, block the address on both.
     for store in [&a, &b, &a] {
-        assert!(counted(&store.reserve_login("x@example.com", client).await.unwrap()));
+        assert!(counted(
+            &store.reserve_login("x@example.com", client).await.unwrap()
+        ));
     }
     for store in [&a, &b] {
         match store.reserve_login("x@example.com", client).await.unwrap() {
@@ -518,14 +556,18 @@ async fn login_throttling_counts_are_shared_by_every_process() {
     }
     // Another address is not affected; a success clears its own count.
     for _ in 0..2 {
-        assert!(counted(&a.reserve_login("y@example.com", client).await.unwrap()));
+        assert!(counted(
+            &a.reserve_login("y@example.com", client).await.unwrap()
+        ));
     }
     match b.reserve_login("y@example.com", client).await.unwrap() {
         LoginReservation::Counted(attempt) => b.login_succeeded(attempt).await.unwrap(),
         other => panic!("not counted: {other:?}"),
     }
     for _ in 0..3 {
-        assert!(counted(&a.reserve_login("y@example.com", client).await.unwrap()));
+        assert!(counted(
+            &a.reserve_login("y@example.com", client).await.unwrap()
+        ));
     }
 
     // Concurrent attempts on both processes: exactly the limit gets through.
@@ -625,7 +667,17 @@ async fn copy_moves_everything_sqlite_to_postgres_and_back_with_every_verdict_un
     use StatusCode as S;
     assert_eq!(
         expected,
-        [S::OK, S::UNAUTHORIZED, S::OK, S::OK, S::UNAUTHORIZED, S::OK, S::UNAUTHORIZED, S::UNAUTHORIZED, S::OK]
+        [
+            S::OK,
+            S::UNAUTHORIZED,
+            S::OK,
+            S::OK,
+            S::UNAUTHORIZED,
+            S::OK,
+            S::UNAUTHORIZED,
+            S::UNAUTHORIZED,
+            S::OK
+        ]
     );
     let stopped = app.stop().await;
     let sqlite_path = stopped.settings.database.display().to_string();

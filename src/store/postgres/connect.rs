@@ -156,10 +156,7 @@ struct Connector {
 }
 
 impl Connect for Connector {
-    fn connect(
-        &self,
-        config: &Config,
-    ) -> ConnectFuture<'_> {
+    fn connect(&self, config: &Config) -> ConnectFuture<'_> {
         let config = config.clone();
         let settings = format!(
             "SET synchronous_commit = on; SET statement_timeout = {}; \

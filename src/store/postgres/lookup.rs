@@ -179,10 +179,10 @@ async fn run_batch(db: &Db, batch: Vec<Job>, revoked: &Mutex<HashMap<String, i64
     let (jtis, sids, uids) = facts_params(&keys);
     let count = keys.len();
     let result = pg_read!(db, |client| {
-            let stmt = client.prepare_cached(FACTS_SQL).await?;
-            let rows = client.query(&stmt, &[&jtis, &sids, &uids]).await?;
-            facts_from_rows(&rows, count)
-        });
+        let stmt = client.prepare_cached(FACTS_SQL).await?;
+        let rows = client.query(&stmt, &[&jtis, &sids, &uids]).await?;
+        facts_from_rows(&rows, count)
+    });
     match result {
         Ok(found) => {
             let mut remembered = revoked.lock().unwrap_or_else(|e| e.into_inner());

@@ -312,17 +312,17 @@ impl PgStore {
     ) -> Result<User, CreateError> {
         let created_at = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
         let result = pg_write!(&self.db, |tx| {
-                let stmt = tx
-                    .prepare_cached(
-                        "INSERT INTO users (name, email, password_hash, created_at)
+            let stmt = tx
+                .prepare_cached(
+                    "INSERT INTO users (name, email, password_hash, created_at)
                          VALUES ($1, $2, $3, $4) RETURNING id",
-                    )
-                    .await?;
-                let row = tx
-                    .query_one(&stmt, &[&name, &email, &password_hash, &created_at])
-                    .await?;
-                Ok(row.get::<_, i64>(0))
-            });
+                )
+                .await?;
+            let row = tx
+                .query_one(&stmt, &[&name, &email, &password_hash, &created_at])
+                .await?;
+            Ok(row.get::<_, i64>(0))
+        });
         match result {
             Ok(id) => Ok(User {
                 id,
@@ -342,17 +342,17 @@ impl PgStore {
         email: &str,
     ) -> Result<Option<Credentials>, StoreError> {
         pg_read!(&self.db, |client| {
-                let stmt = client
-                    .prepare_cached("SELECT id, password_hash FROM users WHERE email = $1")
-                    .await?;
-                Ok(client
-                    .query_opt(&stmt, &[&email])
-                    .await?
-                    .map(|row| Credentials {
-                        id: row.get(0),
-                        password_hash: row.get(1),
-                    }))
-            })
+            let stmt = client
+                .prepare_cached("SELECT id, password_hash FROM users WHERE email = $1")
+                .await?;
+            Ok(client
+                .query_opt(&stmt, &[&email])
+                .await?
+                .map(|row| Credentials {
+                    id: row.get(0),
+                    password_hash: row.get(1),
+                }))
+        })
     }
 
     pub(crate) async fn lookup(&self, key: &LookupKey) -> Result<Lookup, StoreError> {
@@ -369,31 +369,38 @@ impl PgStore {
         let leeway = self.lifetimes.leeway;
         let lifetimes = self.lifetimes;
         pg_write!(&self.db, |tx| {
-                let clock = Clock::at(Utc::now().timestamp_millis(), &lifetimes);
-                if let Some(refusal) = recheck(tx, &token, &clock).await? {
-                    return Ok(Checked::Refused(refusal));
-                }
-                let user_id = token.key.user_id;
-                let sid = token.key.sid.as_deref();
-                match scope {
-                    LogoutScope::Local => {
-                        let purge_after = token.exp.saturating_add(leeway);
-                        sessions::revoke(tx, &token.key.jti, purge_after).await?;
-                        if let Some(sid) = sid {
-                            sessions::end(tx, sid, Some(user_id), &clock).await?;
-                        }
+            let clock = Clock::at(Utc::now().timestamp_millis(), &lifetimes);
+            // A local logout touches only this token and its session:
+            // no lock on the user, so logouts of one user's many tokens
+            // commit side by side. Two logouts of one token meet on the
+            // denylist's key: the second inserts nothing and is refused.
+            let lock_user = scope != LogoutScope::Local;
+            if let Some(refusal) = recheck(tx, &token, &clock, lock_user).await? {
+                return Ok(Checked::Refused(refusal));
+            }
+            let user_id = token.key.user_id;
+            let sid = token.key.sid.as_deref();
+            match scope {
+                LogoutScope::Local => {
+                    let purge_after = token.exp.saturating_add(leeway);
+                    if !sessions::revoke(tx, &token.key.jti, purge_after).await? {
+                        return Ok(Checked::Refused(Refusal::Revoked));
                     }
-                    LogoutScope::Others => {
-                        sessions::end_all(tx, user_id, sid, &clock).await?;
-                    }
-                    LogoutScope::Global => {
-                        sessions::end_all(tx, user_id, None, &clock).await?;
-                        let at_us = clock.now_ms.saturating_mul(1000);
-                        sessions::mark_tokens_invalid(tx, user_id, at_us).await?;
+                    if let Some(sid) = sid {
+                        sessions::end(tx, sid, Some(user_id), &clock).await?;
                     }
                 }
-                Ok(Checked::Done(()))
-            })
+                LogoutScope::Others => {
+                    sessions::end_all(tx, user_id, sid, &clock).await?;
+                }
+                LogoutScope::Global => {
+                    sessions::end_all(tx, user_id, None, &clock).await?;
+                    let at_us = clock.now_ms.saturating_mul(1000);
+                    sessions::mark_tokens_invalid(tx, user_id, at_us).await?;
+                }
+            }
+            Ok(Checked::Done(()))
+        })
     }
 
     pub(crate) async fn revoke(&self, jti: &str, exp: i64) -> Result<bool, StoreError> {
@@ -404,9 +411,9 @@ impl PgStore {
     pub(crate) async fn start_session(&self, session: NewSession) -> Result<i64, StoreError> {
         let lifetimes = self.lifetimes;
         pg_write!(&self.db, |tx| {
-                let clock = Clock::at(Utc::now().timestamp_millis(), &lifetimes);
-                sessions::create(tx, &session, &clock).await
-            })
+            let clock = Clock::at(Utc::now().timestamp_millis(), &lifetimes);
+            sessions::create(tx, &session, &clock).await
+        })
     }
 
     pub(crate) async fn refresh(
@@ -416,46 +423,46 @@ impl PgStore {
     ) -> Result<Refreshed, StoreError> {
         let lifetimes = self.lifetimes;
         pg_write!(&self.db, |tx| {
-                let clock = Clock::at(Utc::now().timestamp_millis(), &lifetimes);
-                sessions::refresh(tx, &presented, &new_hash, &clock).await
-            })
+            let clock = Clock::at(Utc::now().timestamp_millis(), &lifetimes);
+            sessions::refresh(tx, &presented, &new_hash, &clock).await
+        })
     }
 
     pub(crate) async fn list_sessions(&self, user_id: i64) -> Result<Vec<SessionRow>, StoreError> {
         let now_s = Utc::now().timestamp();
         pg_read!(&self.db, |client| {
-                let stmt = client
-                    .prepare_cached(
-                        "SELECT id, created_at_ms, last_used_at_ms,
+            let stmt = client
+                .prepare_cached(
+                    "SELECT id, created_at_ms, last_used_at_ms,
                                 LEAST(refresh_expires_at, max_expires_at), user_agent, ip
                          FROM sessions
                          WHERE user_id = $1 AND ended_at IS NULL
                            AND refresh_expires_at > $2 AND max_expires_at > $2
                          ORDER BY created_at_ms DESC, id DESC",
-                    )
-                    .await?;
-                Ok(client
-                    .query(&stmt, &[&user_id, &now_s])
-                    .await?
-                    .iter()
-                    .map(|row| SessionRow {
-                        id: row.get(0),
-                        created_at_ms: row.get(1),
-                        last_used_at_ms: row.get(2),
-                        expires_at: row.get(3),
-                        user_agent: row.get(4),
-                        ip: row.get(5),
-                    })
-                    .collect())
-            })
+                )
+                .await?;
+            Ok(client
+                .query(&stmt, &[&user_id, &now_s])
+                .await?
+                .iter()
+                .map(|row| SessionRow {
+                    id: row.get(0),
+                    created_at_ms: row.get(1),
+                    last_used_at_ms: row.get(2),
+                    expires_at: row.get(3),
+                    user_agent: row.get(4),
+                    ip: row.get(5),
+                })
+                .collect())
+        })
     }
 
     pub(crate) async fn end_session(&self, user_id: i64, sid: &str) -> Result<bool, StoreError> {
         let lifetimes = self.lifetimes;
         pg_write!(&self.db, |tx| {
-                let clock = Clock::at(Utc::now().timestamp_millis(), &lifetimes);
-                sessions::end(tx, sid, Some(user_id), &clock).await
-            })
+            let clock = Clock::at(Utc::now().timestamp_millis(), &lifetimes);
+            sessions::end(tx, sid, Some(user_id), &clock).await
+        })
     }
 
     pub(crate) async fn change_password(
@@ -464,27 +471,26 @@ impl PgStore {
     ) -> Result<Checked<i64>, StoreError> {
         let lifetimes = self.lifetimes;
         pg_write!(&self.db, |tx| {
-                let clock = Clock::at(Utc::now().timestamp_millis(), &lifetimes);
-                if let Some(refusal) = recheck(tx, &change.token, &clock).await? {
-                    return Ok(Checked::Refused(refusal));
+            let clock = Clock::at(Utc::now().timestamp_millis(), &lifetimes);
+            if let Some(refusal) = recheck(tx, &change.token, &clock, true).await? {
+                return Ok(Checked::Refused(refusal));
+            }
+            let user_id = change.token.key.user_id;
+            let keep = change.token.key.sid.as_deref();
+            sessions::set_password(tx, user_id, &change.password_hash).await?;
+            sessions::mark_tokens_invalid(tx, user_id, change.at_us).await?;
+            sessions::end_all(tx, user_id, keep, &clock).await?;
+            let expires_at = match keep {
+                Some(sid) => {
+                    sessions::rotate(tx, sid, user_id, &change.session.refresh_hash, &clock).await?
                 }
-                let user_id = change.token.key.user_id;
-                let keep = change.token.key.sid.as_deref();
-                sessions::set_password(tx, user_id, &change.password_hash).await?;
-                sessions::mark_tokens_invalid(tx, user_id, change.at_us).await?;
-                sessions::end_all(tx, user_id, keep, &clock).await?;
-                let expires_at = match keep {
-                    Some(sid) => {
-                        sessions::rotate(tx, sid, user_id, &change.session.refresh_hash, &clock)
-                            .await?
-                    }
-                    None => Some(sessions::create(tx, &change.session, &clock).await?),
-                };
-                Ok(match expires_at {
-                    Some(expires_at) => Checked::Done(expires_at),
-                    None => Checked::Refused(Refusal::SessionEnded),
-                })
+                None => Some(sessions::create(tx, &change.session, &clock).await?),
+            };
+            Ok(match expires_at {
+                Some(expires_at) => Checked::Done(expires_at),
+                None => Checked::Refused(Refusal::SessionEnded),
             })
+        })
     }
 
     pub(crate) async fn revoke_user(
@@ -494,69 +500,69 @@ impl PgStore {
     ) -> Result<Option<usize>, StoreError> {
         let lifetimes = self.lifetimes;
         pg_write!(&self.db, |tx| {
-                let clock = Clock::at(Utc::now().timestamp_millis(), &lifetimes);
-                let stmt = tx
-                    .prepare_cached("SELECT id FROM users WHERE email = $1 FOR NO KEY UPDATE")
-                    .await?;
-                let Some(row) = tx.query_opt(&stmt, &[&email]).await? else {
-                    return Ok(None);
-                };
-                let user_id: i64 = row.get(0);
-                sessions::mark_tokens_invalid(tx, user_id, at_us).await?;
-                Ok(Some(sessions::end_all(tx, user_id, None, &clock).await?))
-            })
+            let clock = Clock::at(Utc::now().timestamp_millis(), &lifetimes);
+            let stmt = tx
+                .prepare_cached("SELECT id FROM users WHERE email = $1 FOR NO KEY UPDATE")
+                .await?;
+            let Some(row) = tx.query_opt(&stmt, &[&email]).await? else {
+                return Ok(None);
+            };
+            let user_id: i64 = row.get(0);
+            sessions::mark_tokens_invalid(tx, user_id, at_us).await?;
+            Ok(Some(sessions::end_all(tx, user_id, None, &clock).await?))
+        })
     }
 
     /// A real read of the schema, and a write that commits (or a commit
     /// within the last second).
     pub(crate) async fn health(&self) -> Result<(), StoreError> {
         pg_read!(&self.db, |client| {
-                let stmt = client
-                    .prepare_cached(
-                        "SELECT (SELECT count(*) FROM (SELECT 1 FROM users LIMIT 1) AS u),
+            let stmt = client
+                .prepare_cached(
+                    "SELECT (SELECT count(*) FROM (SELECT 1 FROM users LIMIT 1) AS u),
                                 (SELECT count(*) FROM revoked_tokens WHERE jti = '')",
-                    )
-                    .await?;
-                client.query_one(&stmt, &[]).await?;
-                Ok(())
-            })?;
+                )
+                .await?;
+            client.query_one(&stmt, &[]).await?;
+            Ok(())
+        })?;
         if self.db.recently_committed() {
             return Ok(());
         }
         let now_s = Utc::now().timestamp();
         pg_write!(&self.db, |tx| {
-                let stmt = tx
-                    .prepare_cached(
-                        "INSERT INTO writer_probe (id, written_at) VALUES (1, $1)
+            let stmt = tx
+                .prepare_cached(
+                    "INSERT INTO writer_probe (id, written_at) VALUES (1, $1)
                          ON CONFLICT (id) DO UPDATE SET written_at = excluded.written_at",
-                    )
-                    .await?;
-                tx.execute(&stmt, &[&now_s]).await?;
-                Ok(())
-            })
+                )
+                .await?;
+            tx.execute(&stmt, &[&now_s]).await?;
+            Ok(())
+        })
     }
 
     pub(crate) async fn purge(&self) -> Result<Purged, StoreError> {
         let now_s = Utc::now().timestamp();
         let purged = pg_write!(&self.db, |tx| {
-                let mut counts = [0usize; 3];
-                for (i, sql) in [
-                    "DELETE FROM revoked_tokens WHERE purge_after < $1",
-                    "DELETE FROM refresh_tokens WHERE expires_at < $1",
-                    "DELETE FROM sessions WHERE purge_after < $1",
-                ]
-                .into_iter()
-                .enumerate()
-                {
-                    let stmt = tx.prepare_cached(sql).await?;
-                    counts[i] = tx.execute(&stmt, &[&now_s]).await? as usize;
-                }
-                Ok(Purged {
-                    revocations: counts[0],
-                    refresh_tokens: counts[1],
-                    sessions: counts[2],
-                })
-            })?;
+            let mut counts = [0usize; 3];
+            for (i, sql) in [
+                "DELETE FROM revoked_tokens WHERE purge_after < $1",
+                "DELETE FROM refresh_tokens WHERE expires_at < $1",
+                "DELETE FROM sessions WHERE purge_after < $1",
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let stmt = tx.prepare_cached(sql).await?;
+                counts[i] = tx.execute(&stmt, &[&now_s]).await? as usize;
+            }
+            Ok(Purged {
+                revocations: counts[0],
+                refresh_tokens: counts[1],
+                sessions: counts[2],
+            })
+        })?;
         throttle::purge(&self.db, self.limits).await?;
         Ok(purged)
     }
@@ -574,15 +580,19 @@ impl PgStore {
     }
 }
 
-/// Re-checks the caller's token inside the write, after locking its user:
-/// writes about one user's tokens run one after the other, and this read
-/// (a new snapshot, taken after the lock) sees everything committed before.
+/// Re-checks the caller's token inside the write; with `lock_user`, after
+/// locking its user: writes about one user's tokens (global logout,
+/// password change) then run one after the other, and this read (a new
+/// snapshot, taken after the lock) sees everything committed before.
 async fn recheck(
     tx: &Transaction<'_>,
     token: &TokenToEnd,
     clock: &Clock,
+    lock_user: bool,
 ) -> Result<Option<Refusal>, StoreError> {
-    sessions::lock_user(tx, token.key.user_id).await?;
+    if lock_user {
+        sessions::lock_user(tx, token.key.user_id).await?;
+    }
     let (jtis, sids, uids) = lookup::facts_params(&[&token.key]);
     let stmt = tx.prepare_cached(lookup::FACTS_SQL).await?;
     let rows = tx.query(&stmt, &[&jtis, &sids, &uids]).await?;
