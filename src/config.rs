@@ -5,7 +5,7 @@
 use std::fmt;
 use std::fs;
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -22,6 +22,20 @@ pub enum Registration {
     Open,
     /// Registration answers `403 registration_closed`; add users with `tokengate user add`.
     Closed,
+}
+
+/// The algorithm access tokens are signed with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum JwtAlgorithm {
+    /// HMAC-SHA256 with the shared secret (`--jwt-secret`).
+    #[value(name = "HS256")]
+    Hs256,
+    /// Ed25519 keys from `--keys-dir`; resource servers verify with the JWKS.
+    #[value(name = "EdDSA")]
+    EdDsa,
+    /// P-256 ECDSA keys from `--keys-dir`; resource servers verify with the JWKS.
+    #[value(name = "ES256")]
+    Es256,
 }
 
 /// A secret value whose `Debug` and `Display` never show it.
@@ -51,6 +65,89 @@ impl std::str::FromStr for Secret {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Ok(Secret::new(s.as_bytes()))
+    }
+}
+
+/// An IP network such as `10.0.0.0/8` or `::1/128` (a bare address is one
+/// host). IPv4-mapped IPv6 networks (`::ffff:10.0.0.0/104`) are kept as
+/// IPv4, and addresses are compared the same way, so either spelling
+/// matches both. Bits past the prefix are ignored (`10.1.2.3/8` is `10.0.0.0/8`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// Whether `ip` is in this network.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.network, ip.to_canonical()) {
+            (IpAddr::V4(network), IpAddr::V4(ip)) => {
+                mask_v4(ip.to_bits(), self.prefix) == network.to_bits()
+            }
+            (IpAddr::V6(network), IpAddr::V6(ip)) => {
+                mask_v6(ip.to_bits(), self.prefix) == network.to_bits()
+            }
+            _ => false,
+        }
+    }
+}
+
+fn mask_v4(bits: u32, prefix: u8) -> u32 {
+    if prefix == 0 {
+        0
+    } else {
+        bits & (u32::MAX << (32 - u32::from(prefix)))
+    }
+}
+
+fn mask_v6(bits: u128, prefix: u8) -> u128 {
+    if prefix == 0 {
+        0
+    } else {
+        bits & (u128::MAX << (128 - u32::from(prefix)))
+    }
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        let (address, prefix) = match text.split_once('/') {
+            Some((address, prefix)) => (address, Some(prefix)),
+            None => (text, None),
+        };
+        let address: IpAddr = address.parse().map_err(|_| {
+            format!("`{text}` is not an IP address or network (e.g. 10.0.0.0/8, ::1/128)")
+        })?;
+        let max = if address.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(prefix) => prefix
+                .parse::<u8>()
+                .ok()
+                .filter(|&p| p <= max)
+                .ok_or_else(|| format!("`{text}`: the prefix length must be 0 to {max}"))?,
+        };
+        let (network, prefix) = match address {
+            IpAddr::V6(v6) if prefix >= 96 => match v6.to_ipv4_mapped() {
+                Some(v4) => (IpAddr::V4(v4), prefix - 96),
+                None => (address, prefix),
+            },
+            _ => (address, prefix),
+        };
+        let network = match network {
+            IpAddr::V4(v4) => IpAddr::from(mask_v4(v4.to_bits(), prefix).to_be_bytes()),
+            IpAddr::V6(v6) => IpAddr::from(mask_v6(v6.to_bits(), prefix).to_be_bytes()),
+        };
+        Ok(Self { network, prefix })
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
     }
 }
 
@@ -180,6 +277,71 @@ pub struct Settings {
     #[arg(long, env = "TOKENGATE_PURGE_INTERVAL", default_value_t = 300,
           value_parser = clap::value_parser!(u64).range(1..=86_400), global = true)]
     pub purge_interval: u64,
+
+    /// Signing algorithm: `HS256` (the shared secret), `EdDSA` (Ed25519) or
+    /// `ES256` (P-256). With EdDSA/ES256 the keys live in `--keys-dir` and
+    /// their public halves are published at `/.well-known/jwks.json`.
+    #[arg(
+        long,
+        env = "TOKENGATE_JWT_ALGORITHM",
+        value_enum,
+        ignore_case = true,
+        default_value = "HS256",
+        global = true
+    )]
+    pub jwt_algorithm: JwtAlgorithm,
+
+    /// Directory of the EdDSA/ES256 signing keys (one PEM file per key, mode
+    /// 0600, generated on first start). Default: `keys/` beside the database.
+    #[arg(long, env = "TOKENGATE_KEYS_DIR", global = true)]
+    pub keys_dir: Option<PathBuf>,
+
+    /// Milliseconds between checks of the keys directory for changes (tests
+    /// shorten it; a change is picked up within this time).
+    #[arg(long, env = "TOKENGATE_KEYS_RELOAD_MS", default_value_t = 2000, hide = true,
+          value_parser = clap::value_parser!(u64).range(10..=10_000), global = true)]
+    pub keys_reload_ms: u64,
+
+    /// Longest time, in milliseconds, a client may take to send a request's
+    /// headers: from the connection's accept to its first request, and (for
+    /// HTTP/1.1) from the moment a connection is ready for the next request.
+    #[arg(long, env = "TOKENGATE_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000), global = true)]
+    pub header_read_timeout_ms: u64,
+
+    /// A connection on which no request started for this many milliseconds
+    /// is closed (after the requests in flight); one that is closing and on
+    /// which nothing moved for as long is dropped.
+    #[arg(long, env = "TOKENGATE_IDLE_TIMEOUT_MS", default_value_t = 60_000,
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000), global = true)]
+    pub idle_timeout_ms: u64,
+
+    /// Password hashes (logins, registrations) allowed to wait for a free
+    /// CPU; beyond that, requests get `503` with `Retry-After` at once.
+    /// Default: 32 per CPU.
+    #[arg(long, env = "TOKENGATE_PASSWORD_HASH_QUEUE",
+          value_parser = clap::value_parser!(u32).range(0..=100_000), global = true)]
+    pub password_hash_queue: Option<u32>,
+
+    /// Most e-mail addresses, and most client addresses, whose failed
+    /// logins are remembered at once; when full, expired and then the least
+    /// failed ones are forgotten first.
+    #[arg(long, env = "TOKENGATE_LOGIN_THROTTLE_KEYS", default_value_t = 100_000,
+          value_parser = clap::value_parser!(u32).range(1..=10_000_000), global = true)]
+    pub login_throttle_keys: u32,
+
+    /// Comma-separated networks of reverse proxies whose `X-Forwarded-For`
+    /// (or, without it, `Forwarded`) header names the client, e.g.
+    /// `127.0.0.1/32,10.0.0.0/8,::1/128`. None by default: the client is
+    /// the socket peer and those headers are ignored.
+    #[arg(
+        long,
+        env = "TOKENGATE_TRUSTED_PROXIES",
+        value_name = "CIDR",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub trusted_proxies: Vec<Cidr>,
 }
 
 impl Default for Settings {
@@ -203,6 +365,14 @@ impl Default for Settings {
             session_max_age: 7_776_000,
             purge_interval: 300,
             db_timeout_ms: 5000,
+            jwt_algorithm: JwtAlgorithm::Hs256,
+            keys_dir: None,
+            keys_reload_ms: 2000,
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            password_hash_queue: None,
+            login_throttle_keys: 100_000,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -233,6 +403,12 @@ pub enum ConfigError {
          every process sharing the database must sign with the same secret"
     )]
     SecretRequired,
+    /// PostgreSQL has no file beside it to keep signing keys in.
+    #[error(
+        "with a PostgreSQL database and {0}, --keys-dir (or TOKENGATE_KEYS_DIR) is required: \
+         every process sharing the database must have the same keys directory contents"
+    )]
+    KeysDirRequired(&'static str),
 }
 
 /// Whether `database` is a PostgreSQL URL rather than a SQLite file path.
@@ -258,6 +434,25 @@ impl Settings {
         self.database.to_str().filter(|d| is_postgres_url(d))
     }
 
+    /// With PostgreSQL, the signing material must be configured (there is no
+    /// database file to keep it beside): `--jwt-secret` for HS256,
+    /// `--keys-dir` for EdDSA/ES256. Checked before connecting.
+    pub fn check_signing_for_postgres(&self) -> Result<(), ConfigError> {
+        if self.database_url().is_none() {
+            return Ok(());
+        }
+        match self.jwt_algorithm {
+            JwtAlgorithm::Hs256 if self.jwt_secret.is_none() => Err(ConfigError::SecretRequired),
+            JwtAlgorithm::EdDsa if self.keys_dir.is_none() => {
+                Err(ConfigError::KeysDirRequired("EdDSA"))
+            }
+            JwtAlgorithm::Es256 if self.keys_dir.is_none() => {
+                Err(ConfigError::KeysDirRequired("ES256"))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The signing secret: the configured one, or the one kept beside the
     /// database (generated on first use; with PostgreSQL there is no such
     /// place, so the secret must be configured).
@@ -275,12 +470,23 @@ impl Settings {
 
     /// Where a generated secret is kept: `jwt-secret` beside the database file.
     pub fn secret_path(&self) -> PathBuf {
-        let dir = self
-            .database
+        self.database_dir().join("jwt-secret")
+    }
+
+    /// The directory of the signing keys: `--keys-dir`, or `keys/` beside
+    /// the database file.
+    pub fn keys_dir_path(&self) -> PathBuf {
+        match &self.keys_dir {
+            Some(dir) => dir.clone(),
+            None => self.database_dir().join("keys"),
+        }
+    }
+
+    fn database_dir(&self) -> &Path {
+        self.database
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        dir.join("jwt-secret")
+            .unwrap_or(Path::new("."))
     }
 }
 
@@ -322,5 +528,58 @@ fn load_or_generate_secret(path: &Path) -> Result<Secret, ConfigError> {
             Ok(Secret::new(text.into_bytes()))
         }
         Err(e) => Err(io_err(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cidr(text: &str) -> Cidr {
+        text.parse().unwrap()
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn cidr_matches_addresses_in_its_network() {
+        let private = cidr("10.0.0.0/8");
+        assert!(private.contains(ip("10.255.1.2")));
+        assert!(!private.contains(ip("11.0.0.1")));
+        assert!(
+            private.contains(ip("::ffff:10.1.2.3")),
+            "mapped IPv4 is IPv4"
+        );
+        assert!(!private.contains(ip("::1")));
+        assert!(cidr("::1/128").contains(ip("::1")));
+        assert!(!cidr("::1/128").contains(ip("::2")));
+        assert!(cidr("2001:db8::/32").contains(ip("2001:db8:ffff::1")));
+        assert!(cidr("0.0.0.0/0").contains(ip("192.0.2.1")));
+        assert!(
+            cidr("192.0.2.7").contains(ip("192.0.2.7")),
+            "a bare address is one host"
+        );
+        assert!(!cidr("192.0.2.7").contains(ip("192.0.2.8")));
+        assert!(cidr("::ffff:10.0.0.0/104").contains(ip("10.9.9.9")));
+        assert_eq!(cidr("10.1.2.3/8").to_string(), "10.0.0.0/8");
+        assert_eq!(cidr(" ::1/128 ").to_string(), "::1/128");
+    }
+
+    #[test]
+    fn cidr_refuses_garbage_and_long_prefixes() {
+        for text in [
+            "",
+            "10.0.0.0/33",
+            "::1/129",
+            "10.0.0/8",
+            "example.com",
+            "10.0.0.0/",
+            "10.0.0.0/-1",
+        ] {
+            let error = text.parse::<Cidr>().expect_err(text);
+            assert!(!error.is_empty());
+        }
     }
 }

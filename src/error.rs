@@ -18,6 +18,7 @@ use poem_openapi::error::{
 use poem_openapi::Object;
 use serde::Serialize;
 
+use crate::auth::password::HashError;
 use crate::store::StoreError;
 
 /// The realm of every challenge.
@@ -98,6 +99,12 @@ pub enum ApiError {
     /// The database cannot be used right now.
     #[error("the service cannot reach its database right now; try again shortly")]
     Unavailable(#[source] StoreError),
+    /// Too much work is queued (password hashing); retry after that many seconds.
+    #[error("the service is busy; try again in {retry_after} seconds")]
+    Busy {
+        /// Seconds to wait before retrying.
+        retry_after: u64,
+    },
     /// A bug or an unexpected failure; details are logged, never sent.
     #[error("an internal error occurred")]
     Internal(String),
@@ -109,6 +116,21 @@ pub enum ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         ApiError::Unavailable(e)
+    }
+}
+
+/// How long a client refused for a full hashing queue should wait: the
+/// queue drains in well under a second.
+const BUSY_RETRY_AFTER_SECS: u64 = 1;
+
+impl From<HashError> for ApiError {
+    fn from(e: HashError) -> Self {
+        match e {
+            HashError::Busy => ApiError::Busy {
+                retry_after: BUSY_RETRY_AFTER_SECS,
+            },
+            HashError::Failed(cause) => ApiError::Internal(cause),
+        }
     }
 }
 
@@ -130,7 +152,7 @@ impl ApiError {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::Validation(_) => "validation_failed",
             ApiError::TooManyRequests { .. } => "too_many_requests",
-            ApiError::Unavailable(_) => "service_unavailable",
+            ApiError::Unavailable(_) | ApiError::Busy { .. } => "service_unavailable",
             ApiError::Internal(_) => "internal_error",
             ApiError::Http(status, _) => http_code(*status),
         }
@@ -176,7 +198,7 @@ impl ResponseError for ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Http(status, _) => *status,
         }
@@ -201,7 +223,7 @@ impl ResponseError for ApiError {
                 headers.insert(header::WWW_AUTHENTICATE, value);
             }
         }
-        if let ApiError::TooManyRequests { retry_after } = self {
+        if let ApiError::TooManyRequests { retry_after } | ApiError::Busy { retry_after } = self {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
         }
         response

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use tokengate::api::body::{check_email, check_length};
+use tokengate::auth::keys::{Activation, KeyAlgorithm, KeyDir, KeyError, KeyState};
 use tokengate::auth::password;
 use tokengate::config::Settings;
 use tokengate::error::FieldErrors;
@@ -49,6 +50,11 @@ enum Command {
         #[arg(long)]
         to: String,
     },
+    /// Manage the EdDSA/ES256 signing keys in --keys-dir (rotation).
+    Keys {
+        #[command(subcommand)]
+        action: KeysCommand,
+    },
     /// Print the OpenAPI document (JSON, or YAML with --yaml).
     Openapi {
         /// Print YAML instead of JSON.
@@ -78,6 +84,27 @@ enum UserCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Print every key: kid, state, algorithm, creation time.
+    List,
+    /// Create a key of --jwt-algorithm in state `next`: published in the
+    /// JWKS, not signing yet (the first key of an empty directory is `active`).
+    Add,
+    /// Make a key `active` (it signs new tokens); the active one becomes `previous`.
+    Activate {
+        /// The key's kid (it may begin with `-`).
+        #[arg(value_name = "KID", allow_hyphen_values = true)]
+        kid: String,
+    },
+    /// Remove a key that is not active: tokens it signed are rejected from then on.
+    Retire {
+        /// The key's kid (it may begin with `-`).
+        #[arg(value_name = "KID", allow_hyphen_values = true)]
+        kid: String,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command.unwrap_or(Command::Serve) {
@@ -90,6 +117,7 @@ fn main() -> ExitCode {
         } => revoke_user(&cli.settings, &email),
         Command::Purge => purge(&cli.settings),
         Command::Copy { to } => copy(&cli.settings, &to),
+        Command::Keys { action } => keys(&cli.settings, action),
         Command::Openapi { yaml } => {
             let service = tokengate::api::service();
             let text = if yaml {
@@ -277,6 +305,74 @@ where
         running.finish(Duration::from_secs(30)).await;
         result
     })
+}
+
+/// `tokengate keys ...`. `list`, `activate` and `retire` work on the
+/// directory whatever the algorithm (so keys can be prepared before switching
+/// from HS256); `add` needs EdDSA or ES256 to know which kind of key to make.
+fn keys(settings: &Settings, action: KeysCommand) -> Result<(), String> {
+    let dir = KeyDir::new(settings.keys_dir_path());
+    let configured = KeyAlgorithm::for_setting(settings.jwt_algorithm);
+    let shown = |e: KeyError| e.to_string();
+    match action {
+        KeysCommand::List => {
+            let set = dir.load().map_err(shown)?;
+            println!("{:<43}  {:<8}  {:<9}  CREATED", "KID", "STATE", "ALGORITHM");
+            for key in set.keys() {
+                let record = key.record();
+                println!(
+                    "{:<43}  {:<8}  {:<9}  {}",
+                    record.kid,
+                    record.state.name(),
+                    record.algorithm.name(),
+                    record.created_at
+                );
+            }
+            if configured.is_none() {
+                eprintln!(
+                    "note: --jwt-algorithm is HS256, so these keys sign nothing; \
+                     they are used with EdDSA or ES256"
+                );
+            }
+        }
+        KeysCommand::Add => {
+            let Some(algorithm) = configured else {
+                return Err(
+                    "`keys add` needs --jwt-algorithm EdDSA or ES256 (the kind of key \
+                            to create); with HS256 tokens are signed with the shared secret"
+                        .to_owned(),
+                );
+            };
+            let record = dir.add(algorithm).map_err(shown)?;
+            match record.state {
+                KeyState::Active => println!(
+                    "added key {} ({}, active: the directory had no key)",
+                    record.kid,
+                    record.algorithm.name()
+                ),
+                _ => println!(
+                    "added key {} ({}, next): it is published in the JWKS now; activate it \
+                     with `tokengate keys activate {}` once resource servers have it \
+                     (after the JWKS cache time, 600 s)",
+                    record.kid,
+                    record.algorithm.name(),
+                    record.kid
+                ),
+            }
+        }
+        KeysCommand::Activate { kid } => match dir.activate(&kid).map_err(shown)? {
+            Activation::AlreadyActive => println!("key {kid} is already active"),
+            Activation::Activated {
+                previous: Some(previous),
+            } => println!("activated key {kid}; key {previous} is now previous"),
+            Activation::Activated { previous: None } => println!("activated key {kid}"),
+        },
+        KeysCommand::Retire { kid } => {
+            dir.retire(&kid).map_err(shown)?;
+            println!("retired key {kid}: tokens it signed are rejected from now on");
+        }
+    }
+    Ok(())
 }
 
 /// Turning terminal echo off while a password is typed.

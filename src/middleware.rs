@@ -1,5 +1,6 @@
 //! What every request goes through around routing, in one layer: the shared
-//! state, the body-size limit, CORS, JSON errors and the access-log line.
+//! state, the body-size limit, CORS, JSON errors, security headers and the
+//! access-log line.
 //!
 //! One hand-written layer instead of a stack of poem middlewares: each poem
 //! layer wraps the request future in another state machine that is moved and
@@ -74,6 +75,7 @@ impl<E: Endpoint> Endpoint for Edge<E> {
             }
         }
         cors.decorate(&mut response);
+        add_security_headers(&path, &mut response);
 
         // Method and path only: never the query or headers, which may carry tokens.
         tracing::info!(
@@ -85,6 +87,36 @@ impl<E: Endpoint> Endpoint for Edge<E> {
             "request"
         );
         Ok(response)
+    }
+}
+
+/// The policy of the Swagger UI page: poem-openapi inlines its scripts,
+/// styles and images (`data:`), and the page calls only this server.
+const DOCS_CONTENT_SECURITY_POLICY: &str = "default-src 'self'; \
+    script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; \
+    img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
+    form-action 'self'; frame-ancestors 'none'";
+
+/// Headers every answer gets: no MIME sniffing; no caching of anything but
+/// the documentation (token answers must not be stored, RFC 6749 5.1); and
+/// the documentation page may not be framed (clickjacking).
+fn add_security_headers(path: &str, response: &mut Response) {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if path == "/docs" || path.starts_with("/docs/") {
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(DOCS_CONTENT_SECURITY_POLICY),
+        );
+        headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    } else if path != "/openapi.json" && path != "/openapi.yaml" {
+        // A route that sets its own caching (say a public key set) keeps it.
+        headers
+            .entry(header::CACHE_CONTROL)
+            .or_insert(HeaderValue::from_static("no-store"));
     }
 }
 

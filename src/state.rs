@@ -1,8 +1,9 @@
 //! The application context shared by every request.
 
+use crate::auth::password::Hasher;
 use crate::auth::throttle::LoginThrottle;
 use crate::auth::tokens::Tokens;
-use crate::config::Registration;
+use crate::config::{Cidr, Registration};
 use crate::store::Store;
 
 /// Everything a handler needs, built once at start (see [`crate::startup`]).
@@ -13,6 +14,10 @@ pub struct AppState {
     pub tokens: Tokens,
     /// Failed-login counters.
     pub throttle: LoginThrottle,
+    /// Argon2 work, bounded in concurrency and queue.
+    pub passwords: Hasher,
+    /// Networks of reverse proxies whose forwarding headers are believed.
+    pub trusted_proxies: Vec<Cidr>,
     /// Whether registration is open.
     pub registration: Registration,
 }

@@ -13,10 +13,11 @@ use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 use serde_json::{Map, Value};
 
 use super::body::{check_email, check_length, required_string, FromJsonObject, JsonBody};
-use super::security::BearerAuth;
+use super::client_address::client_ip;
+use super::security::BearerChecked;
 use super::ApiTags;
-use crate::auth::password;
 use crate::auth::refresh;
+use crate::auth::throttle::ClientKey;
 use crate::error::{ApiError, ErrorBody, FieldErrors};
 use crate::state::AppState;
 use crate::store::{Checked, LogoutScope, NewSession, Refreshed, TokenToEnd};
@@ -24,7 +25,9 @@ use crate::store::{Checked, LogoutScope, NewSession, Refreshed, TokenToEnd};
 /// A login request.
 #[derive(Debug, Object)]
 pub struct LoginRequest {
-    /// E-mail address (case-insensitive).
+    /// E-mail address (case-insensitive): a bare address (`local@domain`) of
+    /// at most 254 bytes.
+    #[oai(validator(max_length = 254))]
     pub email: Email,
     /// Password, 8 to 1024 characters.
     #[oai(validator(min_length = 8, max_length = 1024))]
@@ -111,11 +114,16 @@ pub struct RefreshRequest {
 
 impl FromJsonObject for RefreshRequest {
     fn from_json_object(object: &Map<String, Value>) -> Result<Self, FieldErrors> {
-        let mut errors = FieldErrors::new();
-        match required_string(object, "refresh_token", &mut errors) {
-            Some(refresh_token) => Ok(Self { refresh_token }),
-            None => Err(errors),
+        // Any string is taken as presented, however long: a refresh token of
+        // the wrong shape is `invalid_grant` like any other bad one.
+        if let Some(Value::String(refresh_token)) = object.get("refresh_token") {
+            return Ok(Self {
+                refresh_token: refresh_token.clone(),
+            });
         }
+        let mut errors = FieldErrors::new();
+        required_string(object, "refresh_token", &mut errors);
+        Err(errors)
     }
 }
 
@@ -170,9 +178,16 @@ pub enum LoginResponse {
         #[oai(header = "Retry-After")]
         u64,
     ),
-    /// The database cannot be used right now (`service_unavailable`).
+    /// The database cannot be used right now, or too many password hashes
+    /// are queued (`service_unavailable`); retry after `Retry-After` seconds
+    /// when given.
     #[oai(status = 503, content_type = "application/json")]
-    ServiceUnavailable(Json<ErrorBody>),
+    ServiceUnavailable(
+        Json<ErrorBody>,
+        /// Seconds to wait before retrying (sent when the server is busy).
+        #[oai(header = "Retry-After")]
+        Option<u64>,
+    ),
 }
 
 /// Answers of `refreshToken`.
@@ -261,10 +276,12 @@ impl AuthApi {
     /// Log in
     ///
     /// Exchanges an e-mail address and password for a new session: a signed
-    /// access token (a JWT carrying the session id as `sid`) and the
-    /// session's refresh token. Unknown addresses and wrong passwords get the
-    /// same answer in about the same time. After repeated failures for one
-    /// address or from one client, logins are refused with `429` for a while.
+    /// access token (a JWT carrying the session id as `sid`; HS256, or
+    /// EdDSA/ES256 with a `kid` when the service signs with keys published at
+    /// `/.well-known/jwks.json`) and the session's refresh token. Unknown
+    /// addresses and wrong passwords get the same answer in about the same
+    /// time. After repeated failures for one address or from one client,
+    /// logins are refused with `429` for a while.
     #[oai(path = "/api/v1/login", method = "post", operation_id = "login")]
     async fn login(
         &self,
@@ -275,14 +292,19 @@ impl AuthApi {
     ) -> poem::Result<LoginResponse> {
         let login = body.parse().await?;
         let email = login.email.0;
-        let client = remote.as_socket_addr().map(|addr| addr.ip());
-        if let Some(wait) = state.throttle.check(&email, client) {
+        let client_address = remote
+            .as_socket_addr()
+            .map(|peer| client_ip(peer.ip(), request.headers(), &state.trusted_proxies));
+        let client = client_address.map(ClientKey::from);
+        // Counted before the password is checked: concurrent attempts cannot
+        // all pass a check made before any of them failed. Every way out of
+        // this function but `succeeded` leaves the attempt counted as failed.
+        let attempt = state.throttle.reserve(&email, client).map_err(|wait| {
             let retry_after = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            return Err(ApiError::TooManyRequests {
+            ApiError::TooManyRequests {
                 retry_after: retry_after.max(1),
             }
-            .into());
-        }
+        })?;
 
         let found = state.store.find_credentials(&email).await?;
         let (user_id, hash) = match found {
@@ -291,16 +313,18 @@ impl AuthApi {
         };
         // An unknown address is verified against a dummy hash anyway, so both
         // failures cost the same time.
-        let matches = password::verify(login.password, hash)
+        let matches = state
+            .passwords
+            .verify(login.password, hash)
             .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+            .map_err(ApiError::from)?;
         let user_id = user_id.filter(|_| matches);
 
         let Some(user_id) = user_id else {
-            state.throttle.record_failure(&email, client);
+            attempt.failed();
             return Err(ApiError::InvalidCredentials.into());
         };
-        state.throttle.record_success(&email);
+        attempt.succeeded();
 
         // A session starts, durably, before any token of it is handed out.
         let sid = refresh::new_session_id();
@@ -312,7 +336,7 @@ impl AuthApi {
                 user_id,
                 refresh_hash: first.hash,
                 user_agent: user_agent(request),
-                ip: client.map(|ip| ip.to_string()),
+                ip: client_address.map(|ip| ip.to_string()),
             })
             .await?;
         let pair = token_pair(&state, user_id, &sid, first.token, refresh_expires_at, 0)?;
@@ -375,7 +399,7 @@ impl AuthApi {
         &self,
         state: Data<&Arc<AppState>>,
         request: &Request,
-        auth: BearerAuth,
+        auth: BearerChecked,
         /// What else to end: `local` (default), `others` or `global`.
         scope: Query<Option<ScopeParam>>,
     ) -> poem::Result<LogoutResponse> {
@@ -393,7 +417,7 @@ impl AuthApi {
         };
         match state.store.logout(token, scope).await? {
             Checked::Done(()) => Ok(LogoutResponse::NoContent),
-            // Another request ended it between our check and our write.
+            // The storage half of the token check, applied inside the write.
             Checked::Refused(refusal) => Err(ApiError::InvalidToken(refusal.description()).into()),
         }
     }

@@ -107,13 +107,32 @@ impl<'a, T: Type> ApiExtractor<'a> for JsonBody<T> {
     }
 }
 
-/// Takes a required string field, noting its problem if absent or not a string.
+/// Longest string any field accepts, in Unicode scalar values: a backstop
+/// for fields without a tighter rule of their own, so no string field is
+/// ever unbounded (each field still applies its own limit, e.g. `name` 255).
+pub const MAX_FIELD_CHARS: usize = 1024;
+
+/// Longest e-mail address accepted, in bytes (RFC 5321's limit on a path,
+/// less the angle brackets).
+pub const MAX_EMAIL_BYTES: usize = 254;
+
+/// Takes a required string field, noting its problem if absent, not a
+/// string, or longer than [`MAX_FIELD_CHARS`].
 pub fn required_string(
     object: &Map<String, Value>,
     name: &str,
     errors: &mut FieldErrors,
 ) -> Option<String> {
     match object.get(name) {
+        // Counting stops at the limit: a long value costs no more to refuse.
+        Some(Value::String(s)) if s.chars().nth(MAX_FIELD_CHARS).is_some() => {
+            add(
+                errors,
+                name,
+                &format!("must be at most {MAX_FIELD_CHARS} characters long"),
+            );
+            None
+        }
         Some(Value::String(s)) => Some(s.clone()),
         None | Some(Value::Null) => {
             add(errors, name, "is required");
@@ -146,10 +165,31 @@ pub fn check_length(
     true
 }
 
-/// Checks an e-mail address the way poem-openapi's `email` format does.
+/// Checks an e-mail address: a bare address (`local@domain`, RFC 5322's
+/// addr-spec) of at most [`MAX_EMAIL_BYTES`] bytes, at most 64 of them before
+/// the `@`, with a domain name (not a literal such as `[192.0.2.1]`).
+///
+/// `email_address`'s defaults also accept a display name
+/// (`Anyone <ada@example.com>`) and domain literals, so one mailbox could
+/// back any number of accounts under different spellings; those are refused.
 pub fn check_email(value: &str, name: &str, errors: &mut FieldErrors) -> bool {
-    if !email_address::EmailAddress::is_valid(value) {
-        add(errors, name, "must be a valid e-mail address");
+    if value.len() > MAX_EMAIL_BYTES {
+        add(
+            errors,
+            name,
+            &format!("must be at most {MAX_EMAIL_BYTES} bytes long"),
+        );
+        return false;
+    }
+    let bare_address = email_address::Options::default()
+        .without_display_text()
+        .without_domain_literal();
+    if email_address::EmailAddress::parse_with_options(value, bare_address).is_err() {
+        add(
+            errors,
+            name,
+            "must be a valid e-mail address (local@domain, no display name)",
+        );
         return false;
     }
     true
@@ -161,4 +201,67 @@ pub fn add(errors: &mut FieldErrors, name: &str, problem: &str) {
         .entry(name.to_owned())
         .or_default()
         .push(problem.to_owned());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn email_ok(value: &str) -> bool {
+        check_email(value, "email", &mut FieldErrors::new())
+    }
+
+    #[test]
+    fn check_email_accepts_bare_addresses() {
+        for value in [
+            "ada@example.com",
+            "ada.lovelace+tag@sub.example.co.uk",
+            "\"quoted local\"@example.com",
+            "ada@localhost",
+        ] {
+            assert!(email_ok(value), "{value}");
+        }
+    }
+
+    #[test]
+    fn check_email_refuses_display_names_literals_and_comments() {
+        for value in [
+            "Anyone <ada@example.com>",
+            "<ada@example.com>",
+            "ada@[192.0.2.1]",
+            "ada@[IPv6:2001:db8::1]",
+            "ada(comment)@example.com",
+            "ada@example.com (comment)",
+            " ada@example.com",
+        ] {
+            assert!(!email_ok(value), "{value}");
+        }
+    }
+
+    #[test]
+    fn check_email_caps_the_length() {
+        let local = "l".repeat(64);
+        let domain = format!("{}.{}.{}", "d".repeat(63), "d".repeat(63), "d".repeat(61));
+        let longest = format!("{local}@{domain}");
+        assert_eq!(longest.len(), MAX_EMAIL_BYTES);
+        assert!(email_ok(&longest));
+        assert!(!email_ok(&format!("{local}@{domain}d")));
+        assert!(!email_ok(&format!("{local}l@example.com")));
+        let mut errors = FieldErrors::new();
+        check_email(&"a".repeat(60_000), "email", &mut errors);
+        assert_eq!(errors["email"], ["must be at most 254 bytes long"]);
+    }
+
+    #[test]
+    fn required_string_refuses_strings_over_the_backstop() {
+        let object: Map<String, Value> = serde_json::from_value(serde_json::json!({
+            "at_cap": "é".repeat(MAX_FIELD_CHARS),
+            "over_cap": "x".repeat(MAX_FIELD_CHARS + 1),
+        }))
+        .unwrap();
+        let mut errors = FieldErrors::new();
+        assert!(required_string(&object, "at_cap", &mut errors).is_some());
+        assert!(required_string(&object, "over_cap", &mut errors).is_none());
+        assert_eq!(errors.keys().collect::<Vec<_>>(), ["over_cap"]);
+    }
 }

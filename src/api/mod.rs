@@ -3,9 +3,11 @@
 //! - [`users`]: `register`, `currentUser`, `changePassword`
 //! - [`auth`]: `login`, `refreshToken`, `logout`
 //! - [`sessions`]: `listSessions`, `deleteSession`
+//! - [`jwks`]: `jwks`, the public signing keys
 //! - [`health`]: the `health` operation
 //! - [`security`]: the `bearerAuth` scheme, where every token is checked
 //! - [`body`]: the JSON request-body extractor
+//! - [`client_address`]: who a request comes from, behind trusted proxies
 //!
 //! Handlers return `poem::Result<...Response>`. Each response enum lists the
 //! success and every error the operation can answer, so the OpenAPI document
@@ -14,7 +16,9 @@
 
 pub mod auth;
 pub mod body;
+pub mod client_address;
 pub mod health;
+pub mod jwks;
 pub mod security;
 pub mod sessions;
 pub mod users;
@@ -36,6 +40,9 @@ pub enum ApiTags {
     /// Registering and reading users.
     #[oai(rename = "users")]
     Users,
+    /// Public signing keys, for resource servers.
+    #[oai(rename = "keys")]
+    Keys,
     /// Service health.
     #[oai(rename = "system")]
     System,
@@ -75,6 +82,7 @@ pub fn service() -> OpenApiService<
         users::UsersApi,
         auth::AuthApi,
         sessions::SessionsApi,
+        jwks::JwksApi,
         health::HealthApi,
     ),
     (),
@@ -84,6 +92,7 @@ pub fn service() -> OpenApiService<
             users::UsersApi,
             auth::AuthApi,
             sessions::SessionsApi,
+            jwks::JwksApi,
             health::HealthApi,
         ),
         "tokengate",
@@ -95,6 +104,8 @@ pub fn service() -> OpenApiService<
          `Authorization: Bearer <token>`, and log out with `DELETE /api/v1/logout`, \
          which revokes the token for good: its `jti` is stored durably in a denylist \
          that every authenticated route checks.\n\n\
+         Tokens are HS256 by default; with EdDSA or ES256 keys, resource servers can \
+         verify them with the public keys at `/.well-known/jwks.json`.\n\n\
          Every error is a JSON object `{\"error\": \"<code>\", \"message\": \"...\"}`; \
          `401` answers carry an RFC 6750 `WWW-Authenticate` challenge.",
     )

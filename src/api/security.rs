@@ -3,7 +3,8 @@
 //! (the denylist, the token's session, the user's global-logout mark; see
 //! [`crate::auth::verdict`]). Every authenticated operation takes a
 //! [`BearerAuth`] or [`BearerUser`] argument, both built by [`authenticate`],
-//! so a new route cannot skip a check.
+//! so a new route cannot skip a check; logout takes [`BearerChecked`], whose
+//! storage half runs inside logout's own write.
 //!
 //! It is written by hand rather than derived because poem-openapi's derived
 //! bearer scheme rejects a missing or non-Bearer header (and an empty token)
@@ -52,11 +53,9 @@ fn presented(request: &Request) -> Result<Presented<'_>, ApiError> {
     ))
 }
 
-/// Checks a request's token: the only code path that accepts one. What
-/// storage knows about it is one lookup (one reader job, or an answer
-/// remembered while the database provably has not changed); a lookup that
-/// cannot be made is a `503`: fail closed.
-async fn authenticate(request: &Request) -> Result<(VerifiedClaims, User), ApiError> {
+/// The first half of every check: the header, the signature, the algorithm
+/// and the claims. Storage is not asked yet.
+fn verify(request: &Request) -> Result<(&Arc<AppState>, VerifiedClaims), ApiError> {
     let state = request
         .data::<Arc<AppState>>()
         .ok_or_else(|| ApiError::Internal("application state missing".into()))?;
@@ -69,6 +68,15 @@ async fn authenticate(request: &Request) -> Result<(VerifiedClaims, User), ApiEr
         .tokens
         .verify(token)
         .map_err(|e| ApiError::InvalidToken(e.description()))?;
+    Ok((state, claims))
+}
+
+/// Checks a request's token: the only code path that accepts one. What
+/// storage knows about it is one lookup (one reader job, or an answer
+/// remembered while the database provably has not changed); a lookup that
+/// cannot be made is a `503`: fail closed.
+async fn authenticate(request: &Request) -> Result<(VerifiedClaims, User), ApiError> {
+    let (state, claims) = verify(request)?;
     let lookup = state.store.lookup(&claims.lookup_key()).await?;
     let now_s = chrono::Utc::now().timestamp();
     verdict::judge(claims.facts(), &lookup, now_s)
@@ -84,6 +92,15 @@ async fn authenticate(request: &Request) -> Result<(VerifiedClaims, User), ApiEr
 /// A token every check accepts (for routes that need only its claims).
 #[derive(Debug)]
 pub struct BearerAuth(pub VerifiedClaims);
+
+/// A token whose signature and claims check out, for a route whose only
+/// effect is one durable write that applies the storage half of the check
+/// ([`crate::auth::verdict::judge`]) inside its own transaction (logout): the
+/// verdict is then exactly as current as the write, and the request costs
+/// one trip to storage instead of two. The route must answer `401` when the
+/// write reports a refusal.
+#[derive(Debug)]
+pub struct BearerChecked(pub VerifiedClaims);
 
 /// A token every check accepts, and the existing user it names.
 #[derive(Debug)]
@@ -143,5 +160,28 @@ macro_rules! bearer_extractor {
 }
 
 bearer_extractor!(BearerAuth, |claims, _user| BearerAuth(claims));
+
+impl<'a> ApiExtractor<'a> for BearerChecked {
+    const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::SecurityScheme];
+
+    type ParamType = ();
+    type ParamRawType = ();
+
+    fn register(registry: &mut Registry) {
+        register_scheme(registry);
+    }
+
+    fn security_schemes() -> Vec<&'static str> {
+        vec![SCHEME_NAME]
+    }
+
+    async fn from_request(
+        request: &'a Request,
+        _body: &mut RequestBody,
+        _param_opts: ExtractParamOptions<Self::ParamType>,
+    ) -> poem::Result<Self> {
+        Ok(BearerChecked(verify(request)?.1))
+    }
+}
 
 bearer_extractor!(BearerUser, |claims, user| BearerUser { claims, user });

@@ -12,9 +12,11 @@ use serde_json::{Map, Value};
 
 use super::auth::{token_pair, user_agent, TokenBody};
 use super::body::{check_email, check_length, required_string, FromJsonObject, JsonBody};
+use super::client_address::client_ip;
 use super::security::BearerUser;
 use super::{ApiTags, UserBody};
-use crate::auth::{password, refresh};
+use crate::auth::refresh;
+use crate::auth::throttle::ClientKey;
 use crate::config::Registration;
 use crate::error::{ApiError, ErrorBody, FieldErrors};
 use crate::state::AppState;
@@ -26,7 +28,10 @@ pub struct RegisterRequest {
     /// Display name, 1 to 255 characters.
     #[oai(validator(min_length = 1, max_length = 255))]
     pub name: String,
-    /// E-mail address; unique, compared case-insensitively, stored lower-cased.
+    /// E-mail address; unique, compared case-insensitively, stored
+    /// lower-cased. A bare address (`local@domain`) of at most 254 bytes: no
+    /// display name, no domain literal.
+    #[oai(validator(max_length = 254))]
     pub email: Email,
     /// Password, 8 to 1024 characters.
     #[oai(validator(min_length = 8, max_length = 1024))]
@@ -77,9 +82,16 @@ pub enum RegisterResponse {
     /// A field is missing or breaks the rules (`validation_failed`, with `fields`).
     #[oai(status = 422, content_type = "application/json")]
     ValidationFailed(Json<ErrorBody>),
-    /// The database cannot be used right now (`service_unavailable`).
+    /// The database cannot be used right now, or too many password hashes
+    /// are queued (`service_unavailable`); retry after `Retry-After` seconds
+    /// when given.
     #[oai(status = 503, content_type = "application/json")]
-    ServiceUnavailable(Json<ErrorBody>),
+    ServiceUnavailable(
+        Json<ErrorBody>,
+        /// Seconds to wait before retrying (sent when the server is busy).
+        #[oai(header = "Retry-After")]
+        Option<u64>,
+    ),
 }
 
 /// Answers of `currentUser`.
@@ -122,9 +134,11 @@ impl UsersApi {
             return Err(ApiError::RegistrationClosed.into());
         }
         let request = body.parse().await?;
-        let hash = password::hash(request.password)
+        let hash = state
+            .passwords
+            .hash(request.password)
             .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+            .map_err(ApiError::from)?;
         let created = state
             .store
             .create_user(request.name, request.email.0, hash)
@@ -171,30 +185,40 @@ impl UsersApi {
     ) -> poem::Result<ChangePasswordResponse> {
         let change = body.parse().await?;
         let email = auth.user.email.clone();
-        let client = remote.as_socket_addr().map(|addr| addr.ip());
-        if let Some(wait) = state.throttle.check(&email, client) {
-            let retry_after = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            return Err(ApiError::TooManyRequests {
-                retry_after: retry_after.max(1),
-            }
-            .into());
-        }
+        let client_address = remote
+            .as_socket_addr()
+            .map(|peer| client_ip(peer.ip(), request.headers(), &state.trusted_proxies));
+        // A wrong current password counts as a failed login for the user's
+        // address, reserved before the check like a login.
+        let attempt = state
+            .throttle
+            .reserve(&email, client_address.map(ClientKey::from))
+            .map_err(|wait| {
+                let retry_after = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                ApiError::TooManyRequests {
+                    retry_after: retry_after.max(1),
+                }
+            })?;
         let hash = state
             .store
             .find_credentials(&email)
             .await?
             .map(|c| c.password_hash);
-        let matches = password::verify(change.current_password, hash)
+        let matches = state
+            .passwords
+            .verify(change.current_password, hash)
             .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+            .map_err(ApiError::from)?;
         if !matches {
-            state.throttle.record_failure(&email, client);
+            attempt.failed();
             return Err(ApiError::WrongPassword.into());
         }
-        state.throttle.record_success(&email);
-        let password_hash = password::hash(change.new_password)
+        attempt.succeeded();
+        let password_hash = state
+            .passwords
+            .hash(change.new_password)
             .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+            .map_err(ApiError::from)?;
 
         let claims = auth.claims;
         let user_id = claims.user_id;
@@ -216,7 +240,7 @@ impl UsersApi {
                     user_id,
                     refresh_hash: next.hash,
                     user_agent: user_agent(request),
-                    ip: client.map(|ip| ip.to_string()),
+                    ip: client_address.map(|ip| ip.to_string()),
                 },
                 at_us,
             })

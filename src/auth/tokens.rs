@@ -1,4 +1,7 @@
-//! Issuing and verifying HS256 access tokens.
+//! Issuing and verifying access tokens: HS256 with the shared secret, or
+//! EdDSA/ES256 with the key set of [`crate::auth::keys`].
+
+use std::sync::Arc;
 
 use base64::Engine;
 use chrono::{DateTime, Utc};
@@ -7,6 +10,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
+use crate::auth::keys::{KeyAlgorithm, KeyStore};
 use crate::auth::verdict::{Issued, TokenFacts};
 use crate::config::Secret;
 use crate::store::LookupKey;
@@ -141,40 +145,96 @@ impl TokenError {
     }
 }
 
-/// Signs and verifies tokens with one key and one algorithm.
+/// What signs and verifies.
+// One value per process: its size does not matter, and boxing a variant
+// would add a pointer chase to every HS256 verification.
+#[allow(clippy::large_enum_variant)]
+enum Signer {
+    /// HS256 with the shared secret: one key, no `kid`.
+    Secret {
+        encoding: EncodingKey,
+        decoding: DecodingKey,
+        header: Header,
+        validation: Validation,
+    },
+    /// EdDSA/ES256: the active key signs (its `kid` in the header); a token
+    /// verifies only with the key its `kid` names, with that key's algorithm.
+    Keys {
+        store: Arc<KeyStore>,
+        eddsa: Validation,
+        es256: Validation,
+    },
+}
+
+/// Signs and verifies tokens.
 pub struct Tokens {
-    encoding: EncodingKey,
-    decoding: DecodingKey,
-    validation: Validation,
-    header: Header,
+    signer: Signer,
     issuer: String,
     audience: String,
     ttl: u64,
     leeway: u64,
 }
 
+/// The claim checks of every token, accepting only `algorithm`: `exp`,
+/// `sub`, `iss`, `aud` required (and `jti`, through [`ParsedClaims`]).
+fn validation(algorithm: Algorithm, issuer: &str, audience: &str, leeway: u64) -> Validation {
+    let mut validation = Validation::new(algorithm);
+    validation.algorithms = vec![algorithm];
+    validation.leeway = leeway;
+    validation.validate_exp = true;
+    validation.validate_nbf = true;
+    validation.validate_aud = true;
+    validation.set_issuer(&[issuer]);
+    validation.set_audience(&[audience]);
+    validation.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
+    validation
+}
+
 impl Tokens {
-    /// Builds the signer/verifier. Verification accepts HS256 only and requires
-    /// `exp`, `sub`, `iss`, `aud` (and `jti`, through [`VerifiedClaims`]).
+    /// Builds the HS256 signer/verifier. Verification accepts HS256 only;
+    /// header fields such as `kid` are ignored.
     pub fn new(secret: &Secret, issuer: &str, audience: &str, ttl: u64, leeway: u64) -> Self {
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.algorithms = vec![Algorithm::HS256];
-        validation.leeway = leeway;
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
-        validation.validate_aud = true;
-        validation.set_issuer(&[issuer]);
-        validation.set_audience(&[audience]);
-        validation.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
         Self {
-            encoding: EncodingKey::from_secret(secret.expose()),
-            decoding: DecodingKey::from_secret(secret.expose()),
-            validation,
-            header: Header::new(Algorithm::HS256),
+            signer: Signer::Secret {
+                encoding: EncodingKey::from_secret(secret.expose()),
+                decoding: DecodingKey::from_secret(secret.expose()),
+                header: Header::new(Algorithm::HS256),
+                validation: validation(Algorithm::HS256, issuer, audience, leeway),
+            },
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
             ttl,
             leeway,
+        }
+    }
+
+    /// Builds the EdDSA/ES256 signer/verifier over a key set that may change
+    /// while it runs (see [`KeyStore::reload`]).
+    pub fn with_keys(
+        store: Arc<KeyStore>,
+        issuer: &str,
+        audience: &str,
+        ttl: u64,
+        leeway: u64,
+    ) -> Self {
+        Self {
+            signer: Signer::Keys {
+                store,
+                eddsa: validation(Algorithm::EdDSA, issuer, audience, leeway),
+                es256: validation(Algorithm::ES256, issuer, audience, leeway),
+            },
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+            ttl,
+            leeway,
+        }
+    }
+
+    /// The key set, when tokens are signed with EdDSA/ES256 keys (`None` with HS256).
+    pub fn keys(&self) -> Option<&Arc<KeyStore>> {
+        match &self.signer {
+            Signer::Secret { .. } => None,
+            Signer::Keys { store, .. } => Some(store),
         }
     }
 
@@ -203,7 +263,16 @@ impl Tokens {
             sid,
             iat_us: now.timestamp_micros(),
         };
-        let token = jsonwebtoken::encode(&self.header, &claims, &self.encoding)?;
+        let token = match &self.signer {
+            Signer::Secret {
+                encoding, header, ..
+            } => jsonwebtoken::encode(header, &claims, encoding)?,
+            Signer::Keys { store, .. } => {
+                let keys = store.current();
+                let key = keys.active();
+                jsonwebtoken::encode(key.header(), &claims, key.encoding_key())?
+            }
+        };
         Ok(IssuedToken {
             token,
             expires_in: self.ttl,
@@ -218,16 +287,44 @@ impl Tokens {
     /// canonical `sub`, a `jti` of sane length, and an `exp` no further away
     /// than a token we issue now could have (so a revocation row never has to
     /// be kept for an absurd time).
+    ///
+    /// With EdDSA/ES256 keys, the header must name the `kid` of the active
+    /// or a previous key, and the token verifies only with that key and its
+    /// algorithm: no `kid`, an unknown or retired one, or another `alg` is
+    /// [`TokenError::Invalid`].
     pub fn verify(&self, token: &str) -> Result<VerifiedClaims, TokenError> {
         if token.is_empty() || token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::Invalid);
         }
-        let data = jsonwebtoken::decode::<ParsedClaims>(token, &self.decoding, &self.validation)
-            .map_err(|e| match e.kind() {
-                ErrorKind::ExpiredSignature => TokenError::Expired,
-                ErrorKind::ImmatureSignature => TokenError::NotYetValid,
-                _ => TokenError::Invalid,
-            })?;
+        let decoded = match &self.signer {
+            Signer::Secret {
+                decoding,
+                validation,
+                ..
+            } => jsonwebtoken::decode::<ParsedClaims>(token, decoding, validation),
+            Signer::Keys {
+                store,
+                eddsa,
+                es256,
+            } => {
+                let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
+                let kid = header.kid.as_deref().ok_or(TokenError::Invalid)?;
+                let keys = store.current();
+                let key = keys.verifier(kid).ok_or(TokenError::Invalid)?;
+                let validation = match key.algorithm() {
+                    KeyAlgorithm::EdDsa => eddsa,
+                    KeyAlgorithm::Es256 => es256,
+                };
+                // `validation` accepts only the key's algorithm, whatever
+                // the header says: no HS256 with the public key as secret.
+                jsonwebtoken::decode::<ParsedClaims>(token, key.decoding_key(), validation)
+            }
+        };
+        let data = decoded.map_err(|e| match e.kind() {
+            ErrorKind::ExpiredSignature => TokenError::Expired,
+            ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+            _ => TokenError::Invalid,
+        })?;
         if data.header.crit.is_some() {
             return Err(TokenError::Invalid);
         }

@@ -351,6 +351,13 @@ impl Store {
         must_exist: bool,
     ) -> Result<(Self, Running), OpenError> {
         if let Some(url) = settings.database_url() {
+            if !must_exist {
+                // The server needs its signing material configured: say so
+                // before connecting (and creating tables).
+                settings.check_signing_for_postgres().map_err(|e| {
+                    postgres::open_error(&postgres::connect::redact_url(url), &e.to_string())
+                })?;
+            }
             let store = postgres::PgStore::open(url, settings, must_exist)?;
             return Ok((Store::Postgres(store), Running { writer: None }));
         }
@@ -504,7 +511,7 @@ impl Store {
     pub async fn reserve_login(
         &self,
         email: &str,
-        client: Option<std::net::IpAddr>,
+        client: Option<crate::auth::throttle::ClientKey>,
     ) -> Result<LoginReservation, StoreError> {
         match self {
             Store::Sqlite(_) => Ok(LoginReservation::NotShared),

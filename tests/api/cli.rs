@@ -446,6 +446,8 @@ fn help_mentions_every_configuration_flag() {
         "--login-max-failures-per-client",
         "--login-window",
         "--purge-interval",
+        "--jwt-algorithm",
+        "--keys-dir",
     ] {
         assert!(
             help.split(|c: char| c.is_whitespace() || c == ',' || c == '=' || c == '[' || c == '<')
@@ -453,7 +455,7 @@ fn help_mentions_every_configuration_flag() {
             "--help mentions {flag}:\n{help}"
         );
     }
-    for command in ["serve", "user", "purge", "openapi"] {
+    for command in ["serve", "user", "purge", "openapi", "keys"] {
         assert!(help.contains(command), "--help lists `{command}`:\n{help}");
     }
 }

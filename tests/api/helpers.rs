@@ -15,7 +15,7 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
 use tempfile::TempDir;
-use tokengate::config::{Secret, Settings};
+use tokengate::config::{JwtAlgorithm, Secret, Settings};
 use tokengate::startup::Application;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -102,6 +102,21 @@ pub async fn spawn_app_on(database: &str, configure: impl FnOnce(&mut Settings))
     start(settings, dir).await
 }
 
+/// How often test servers with signing keys re-read their keys directory
+/// (milliseconds), so tests see a rotation quickly.
+pub const TEST_KEYS_RELOAD_MS: u64 = 50;
+
+/// Starts a server signing with `algorithm`: with EdDSA/ES256, its keys are
+/// in `<dir>/keys` (see [`TestApp::keys_dir`]), generated at start and
+/// re-read every [`TEST_KEYS_RELOAD_MS`].
+pub async fn spawn_app_with_algorithm(algorithm: JwtAlgorithm) -> TestApp {
+    spawn_app_with(|s| {
+        s.jwt_algorithm = algorithm;
+        s.keys_reload_ms = TEST_KEYS_RELOAD_MS;
+    })
+    .await
+}
+
 /// Starts a server with the test defaults changed by `configure`.
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let dir = tempfile::tempdir().expect("create a temporary directory");
@@ -159,6 +174,11 @@ impl TestApp {
     /// The temporary directory holding the database.
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The signing keys directory (used with EdDSA/ES256).
+    pub fn keys_dir(&self) -> PathBuf {
+        self.settings.keys_dir_path()
     }
 
     /// The database file.
@@ -545,6 +565,25 @@ impl ServerProcess {
                 }
             }
         }
+    }
+
+    /// Waits (at most `limit`) for a log line containing `needle` and returns
+    /// it; lines before it are consumed. Fails the test if none comes.
+    pub fn wait_for_log(&self, needle: &str, limit: Duration) -> String {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.log.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("no log line containing {needle:?} within {limit:?}"),
+            }
+        }
+    }
+
+    /// The process id, e.g. to read `/proc/<pid>/stat`.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
     }
 
     /// Sends SIGTERM and returns how the process ended.

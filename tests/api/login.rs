@@ -224,6 +224,18 @@ async fn login_with_invalid_fields_answers_422_per_field() {
             vec!["email"],
         ),
         (
+            json!({"email": "Ada <ada@example.com>", "password": PASSWORD}),
+            vec!["email"],
+        ),
+        (
+            json!({"email": "ada@[192.0.2.1]", "password": PASSWORD}),
+            vec!["email"],
+        ),
+        (
+            json!({"email": format!("{}@example.com", "a".repeat(60_000)), "password": PASSWORD}),
+            vec!["email"],
+        ),
+        (
             json!({"email": "ada@example.com", "password": "short"}),
             vec!["password"],
         ),

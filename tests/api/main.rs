@@ -3,16 +3,19 @@
 //! engine-neutral modules run twice: as themselves on SQLite, and under
 //! [`on_postgres`] on PostgreSQL.
 
+mod abuse;
 mod cli;
 mod config;
 mod cors;
 mod crash;
 mod current_user;
+mod edge;
 mod errors;
 mod faults;
 mod fuzz;
 mod health;
 mod helpers;
+mod keys;
 mod login;
 mod logout;
 mod migrations;

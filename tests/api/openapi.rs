@@ -107,6 +107,7 @@ async fn document_names_every_operation() {
         ("/api/v1/sessions", "get", "listSessions"),
         ("/api/v1/sessions/{id}", "delete", "deleteSession"),
         ("/api/v1/user/password", "put", "changePassword"),
+        ("/.well-known/jwks.json", "get", "jwks"),
         ("/health", "get", "health"),
     ];
     for (path, method, id) in operations {
@@ -148,6 +149,7 @@ async fn document_requires_bearer_auth_exactly_on_authenticated_routes() {
         ("/api/v1/register", "post"),
         ("/api/v1/login", "post"),
         ("/api/v1/token/refresh", "post"),
+        ("/.well-known/jwks.json", "get"),
         ("/health", "get"),
     ] {
         let security = &doc["paths"][path][method]["security"];

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use reqwest::header::AUTHORIZATION;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use tokengate::config::Settings;
+use tokengate::auth::throttle::ClientKey;
+use tokengate::config::{Secret, Settings};
 use tokengate::store::{LoginReservation, Store};
 
 use crate::helpers::{
@@ -492,7 +493,15 @@ fn bad_urls_credentials_rights_and_settings_stop_the_start_with_one_clear_line()
 
     let good = format!("postgres://pw_user:{PG_PASSWORD}@127.0.0.1:{port}/postgres");
     let line = refuses_to_start(&["--database", &good], PG_PASSWORD);
-    assert!(line.contains("--jwt-secret"), "{line}");
+    assert!(
+        line.contains("--jwt-secret") && line.contains("required"),
+        "{line}"
+    );
+    let line = refuses_to_start(
+        &["--database", &good, "--jwt-algorithm", "EdDSA"],
+        PG_PASSWORD,
+    );
+    assert!(line.contains("--keys-dir"), "{line}");
 
     // A database from a newer tokengate is refused and left as it is.
     let newer = pg.create_database();
@@ -515,6 +524,7 @@ fn bad_urls_credentials_rights_and_settings_stop_the_start_with_one_clear_line()
 async fn open_store(database: &str, configure: impl FnOnce(&mut Settings)) -> Arc<Store> {
     let mut settings = Settings {
         database: database.into(),
+        jwt_secret: Some(Secret::new(TEST_SECRET)),
         ..Settings::default()
     };
     configure(&mut settings);
@@ -537,7 +547,9 @@ async fn login_throttling_counts_are_shared_by_every_process() {
         open_store(&database, limits).await,
         open_store(&database, limits).await,
     );
-    let client = Some("192.0.2.1".parse().unwrap());
+    let client = Some(ClientKey::from(
+        "192.0.2.1".parse::<std::net::IpAddr>().unwrap(),
+    ));
     let counted = |r: &LoginReservation| matches!(r, LoginReservation::Counted(_));
 
     // Three failures, made on two processes, block the address on both.

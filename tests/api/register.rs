@@ -307,3 +307,124 @@ async fn login_still_works_when_registration_is_closed() {
     let response = app.login(&user.email, &user.password).await;
     assert_eq!(response.status(), StatusCode::OK);
 }
+
+/// An address of exactly `len` bytes: a 64-byte local part and a domain of
+/// labels of at most 63 bytes.
+fn address_of_length(len: usize) -> String {
+    let mut left = len - 65;
+    let mut labels = Vec::new();
+    while left > 63 {
+        // Never leave an empty last label.
+        let label = if left == 64 { 62 } else { 63 };
+        labels.push("d".repeat(label));
+        left -= label + 1;
+    }
+    labels.push("d".repeat(left));
+    let address = format!("{}@{}", "l".repeat(64), labels.join("."));
+    assert_eq!(address.len(), len, "{address}");
+    address
+}
+
+#[tokio::test]
+async fn register_rejects_an_address_with_a_display_name() {
+    // Each of these once registered, so one mailbox backed many accounts.
+    for email in [
+        "Anyone <ada@example.com>",
+        "Ada Lovelace <ada@example.com>",
+        "\"Ada\" <ada@example.com>",
+    ] {
+        assert_rejected_fields(
+            json!({"name": "Ada", "email": email, "password": PASSWORD}),
+            &["email"],
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn register_rejects_domain_literals_and_comments() {
+    for email in [
+        "ada@[192.0.2.1]",
+        "ada@[IPv6:2001:db8::1]",
+        "ada(comment)@example.com",
+        "ada@example.com (comment)",
+    ] {
+        assert_rejected_fields(
+            json!({"name": "Ada", "email": email, "password": PASSWORD}),
+            &["email"],
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn register_rejects_an_address_over_254_bytes() {
+    let display_padded = format!("{} <ada@example.com>", "A".repeat(60_000));
+    let literal_padded = format!("ada@[{}]", "1".repeat(60_000));
+    let just_over = address_of_length(255);
+    let long_local_part = format!("{}@example.com", "l".repeat(65));
+    for email in [display_padded, literal_padded, just_over, long_local_part] {
+        assert_rejected_fields(
+            json!({"name": "Ada", "email": email, "password": PASSWORD}),
+            &["email"],
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn register_accepts_an_address_of_254_bytes() {
+    let app = spawn_app().await;
+    let email = address_of_length(254);
+    let response = app.register("Ada", &email, PASSWORD).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(app.login(&email, PASSWORD).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn register_rejects_any_string_field_over_its_cap() {
+    // A string far over every field's limit is refused per field (name's own
+    // limit is 255, password's 1024), never stored or hashed.
+    let huge = "x".repeat(20_000);
+    assert_rejected_fields(
+        json!({"name": huge, "email": "ada@example.com", "password": huge}),
+        &["name", "password"],
+    )
+    .await;
+}
+
+#[test]
+fn user_add_applies_the_same_address_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("tokengate.db");
+    let too_long = address_of_length(255);
+    for email in [
+        "Anyone <ada@example.com>",
+        "ada@[192.0.2.1]",
+        too_long.as_str(),
+    ] {
+        let mut child = crate::helpers::tokengate(dir.path())
+            .args(["user", "add", "--name", "Ada", "--email", email])
+            .arg("--database")
+            .arg(&db)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"long enough password\n").unwrap();
+        drop(stdin);
+        let output = crate::helpers::wait_with_deadline(child, crate::helpers::PROCESS_DEADLINE);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{email:?} is refused");
+        assert!(
+            stderr.contains("email"),
+            "the line names the field: {stderr}"
+        );
+    }
+    let count: i64 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row("SELECT count(*) FROM users", [], |row| row.get(0))
+        .unwrap_or(0);
+    assert_eq!(count, 0, "no user was created");
+}

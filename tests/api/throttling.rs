@@ -253,3 +253,194 @@ async fn email_block_lifts_once_the_window_has_passed() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Sends `logins` (e-mail, password) all at once; returns the statuses in
+/// the same order.
+async fn concurrent_logins(app: &TestApp, logins: &[(String, String)]) -> Vec<StatusCode> {
+    let tasks: Vec<_> = logins
+        .iter()
+        .map(|(email, password)| {
+            let request = app
+                .client
+                .post(app.url("/api/v1/login"))
+                .json(&json!({"email": email, "password": password}));
+            tokio::spawn(async move { request.send().await.unwrap().status() })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await.unwrap());
+    }
+    statuses
+}
+
+fn count(statuses: &[StatusCode], status: StatusCode) -> usize {
+    statuses.iter().filter(|&&s| s == status).count()
+}
+
+#[tokio::test]
+async fn concurrent_failed_logins_for_one_email_get_exactly_the_limit_checked() {
+    let app = spawn_app().await;
+    let user = app.register_user("ada@example.com").await;
+    let wrong = vec![(user.email.clone(), "wrong password".to_owned()); 40];
+
+    let statuses = concurrent_logins(&app, &wrong).await;
+
+    assert_eq!(
+        count(&statuses, StatusCode::UNAUTHORIZED),
+        5,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        count(&statuses, StatusCode::TOO_MANY_REQUESTS),
+        35,
+        "{statuses:?}"
+    );
+    assert_throttled(app.login(&user.email, &user.password).await, 900).await;
+}
+
+#[tokio::test]
+async fn the_right_password_in_a_concurrent_burst_never_gets_past_five_failures() {
+    let app = spawn_app().await;
+    let user = app.register_user("ada@example.com").await;
+    let mut logins = vec![(user.email.clone(), "wrong password".to_owned()); 39];
+    logins.push((user.email.clone(), user.password.clone()));
+
+    let statuses = concurrent_logins(&app, &logins).await;
+
+    let failed = count(&statuses, StatusCode::UNAUTHORIZED);
+    match statuses[39] {
+        // It was reserved among the first five: its success cleared the
+        // count, so at most 4 failures before it and 5 after it.
+        StatusCode::OK => assert!(failed <= 9, "{statuses:?}"),
+        StatusCode::TOO_MANY_REQUESTS => assert_eq!(failed, 5, "{statuses:?}"),
+        other => panic!("the right password got {other}: {statuses:?}"),
+    }
+    assert_eq!(
+        count(&statuses, StatusCode::TOO_MANY_REQUESTS) + failed + count(&statuses, StatusCode::OK),
+        40,
+        "{statuses:?}"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_failed_logins_from_one_client_get_exactly_its_limit_checked() {
+    let app = spawn_app_with(|s| {
+        s.login_max_failures_per_client = 3;
+        s.login_max_failures = 100;
+    })
+    .await;
+    let guesses: Vec<_> = (0..30)
+        .map(|i| (format!("guess{i}@example.com"), PASSWORD.to_owned()))
+        .collect();
+
+    let statuses = concurrent_logins(&app, &guesses).await;
+
+    assert_eq!(
+        count(&statuses, StatusCode::UNAUTHORIZED),
+        3,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        count(&statuses, StatusCode::TOO_MANY_REQUESTS),
+        27,
+        "{statuses:?}"
+    );
+}
+
+/// A failed login carrying `X-Forwarded-For: forwarded_for`.
+async fn fail_login_forwarded_for(app: &TestApp, forwarded_for: &str) -> reqwest::Response {
+    app.client
+        .post(app.url("/api/v1/login"))
+        .header("X-Forwarded-For", forwarded_for)
+        .json(&json!({"email": "nobody@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_count() {
+    let app = spawn_app_with(|s| {
+        s.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+        s.login_max_failures_per_client = 2;
+        s.login_max_failures = 100;
+    })
+    .await;
+    for _ in 0..2 {
+        let response = fail_login_forwarded_for(&app, "203.0.113.7").await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    assert_throttled(fail_login_forwarded_for(&app, "203.0.113.7").await, 900).await;
+    // A client-written address left of the proxy's is not believed.
+    assert_throttled(
+        fail_login_forwarded_for(&app, "198.51.100.1, 203.0.113.7").await,
+        900,
+    )
+    .await;
+
+    // Another client behind the same proxy is unaffected.
+    let response = fail_login_forwarded_for(&app, "203.0.113.8").await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn forwarding_headers_from_an_untrusted_peer_are_ignored() {
+    let app = spawn_app_with(|s| {
+        s.trusted_proxies = vec!["10.0.0.0/8".parse().unwrap()];
+        s.login_max_failures_per_client = 2;
+        s.login_max_failures = 100;
+    })
+    .await;
+    for client in ["203.0.113.1", "203.0.113.2"] {
+        let response = fail_login_forwarded_for(&app, client).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    // Both counted against the socket peer, whatever the header says.
+    assert_throttled(fail_login_forwarded_for(&app, "203.0.113.3").await, 900).await;
+}
+
+#[tokio::test]
+async fn forwarded_ipv6_clients_are_counted_per_64() {
+    let app = spawn_app_with(|s| {
+        s.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        s.login_max_failures_per_client = 2;
+        s.login_max_failures = 100;
+    })
+    .await;
+    for client in ["2001:db8:1:2::1", "2001:db8:1:2::ffff"] {
+        let response = fail_login_forwarded_for(&app, client).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    assert_throttled(
+        fail_login_forwarded_for(&app, "2001:db8:1:2:abcd::9").await,
+        900,
+    )
+    .await;
+    let response = fail_login_forwarded_for(&app, "2001:db8:1:3::1").await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "another /64");
+}
+
+#[tokio::test]
+async fn the_rfc_7239_forwarded_header_is_honoured_from_a_trusted_proxy() {
+    let app = spawn_app_with(|s| {
+        s.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        s.login_max_failures_per_client = 1;
+        s.login_max_failures = 100;
+    })
+    .await;
+    let login = |forwarded: &'static str| {
+        app.client
+            .post(app.url("/api/v1/login"))
+            .header("Forwarded", forwarded)
+            .json(&json!({"email": "nobody@example.com", "password": PASSWORD}))
+            .send()
+    };
+    let response = login("for=\"[2001:db8::1]:4711\";proto=https")
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_throttled(login("for=\"[2001:db8::2]\"").await.unwrap(), 900).await;
+    let response = login("for=192.0.2.60").await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}

@@ -101,7 +101,6 @@ pub mod migrations;
 pub mod sessions;
 pub mod throttle;
 
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -570,7 +569,7 @@ impl PgStore {
     pub(crate) async fn reserve_login(
         &self,
         email: &str,
-        client: Option<IpAddr>,
+        client: Option<crate::auth::throttle::ClientKey>,
     ) -> Result<Reserved, StoreError> {
         throttle::reserve(&self.db, self.limits, email, client).await
     }

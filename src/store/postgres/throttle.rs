@@ -12,15 +12,15 @@
 //! never resolved (a `503`, a dropped request) stays a failure.
 //!
 //! E-mail addresses are kept as SHA-256 digests (no address an attacker
-//! typed is stored), client addresses as an IPv4 address or an IPv6 /64
-//! network (one host usually owns a whole /64).
+//! typed is stored), client addresses as their [`ClientKey`] (an IPv4
+//! address or an IPv6 /64 network), as the in-memory throttle counts them.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
 use super::Db;
+use crate::auth::throttle::ClientKey;
 use crate::store::StoreError;
 
 /// The limits, from the configuration.
@@ -58,10 +58,10 @@ fn email_key(email: &str) -> Vec<u8> {
     Sha256::digest(email.as_bytes()).to_vec()
 }
 
-fn client_key(ip: IpAddr) -> Vec<u8> {
-    match ip.to_canonical() {
-        IpAddr::V4(v4) => v4.octets().to_vec(),
-        IpAddr::V6(v6) => v6.octets()[..8].to_vec(),
+fn client_key(client: ClientKey) -> Vec<u8> {
+    match client {
+        ClientKey::V4(octets) => octets.to_vec(),
+        ClientKey::V6Network(network) => network.to_be_bytes().to_vec(),
     }
 }
 
@@ -76,7 +76,7 @@ pub async fn reserve(
     db: &Db,
     limits: Limits,
     email: &str,
-    client: Option<IpAddr>,
+    client: Option<ClientKey>,
 ) -> Result<Reserved, StoreError> {
     let email_key = email_key(email);
     let client_key = client.map(client_key);
