@@ -737,3 +737,94 @@ async fn copy_moves_everything_sqlite_to_postgres_and_back_with_every_verdict_un
         copy.stop().await;
     }
 }
+
+/// Runs `tokengate <args>` with `stdin` as standard input.
+fn run_cli(args: &[&str], stdin: &str) -> Output {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = tokengate(dir.path())
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.as_bytes()).unwrap();
+    drop(input);
+    wait_with_deadline(child, PROCESS_DEADLINE)
+}
+
+#[tokio::test]
+async fn user_add_user_revoke_and_purge_work_on_postgres() {
+    let Some(pg) = pg() else { return };
+    // A maintenance command does not create a schema where there is none.
+    let empty = pg.url(&pg.create_database());
+    let output = run_cli(&["purge", "--database", &empty], "");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no tokengate database there"), "{stderr}");
+
+    let app = spawn_app_on(&empty, |_| {}).await;
+    let database = app.settings.database_url().unwrap().to_owned();
+    let output = run_cli(
+        &[
+            "user",
+            "add",
+            "--email",
+            "Ada@Example.com",
+            "--name",
+            "Ada",
+            "--database",
+            &database,
+        ],
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(output.status.success(), "{output:?}");
+    let ada = crate::helpers::TestUser {
+        id: 1,
+        name: "Ada".into(),
+        email: "ada@example.com".into(),
+        password: PASSWORD.into(),
+    };
+    let pair = app.login_pair(&ada).await;
+    app.assert_accepted(&pair.access).await;
+
+    // A revocation whose moment has passed is purged; a live one stays.
+    let live = forge(&valid_claims(ada.id));
+    assert_eq!(
+        app.logout_with(&live).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    app.db()
+        .execute(
+            "INSERT INTO revoked_tokens (jti, purge_after) VALUES ('long-gone', ?1)",
+            [crate::helpers::now() - 10],
+        )
+        .unwrap();
+    let output = run_cli(&["purge", "--database", &database], "");
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("purged 1 expired revocations"),
+        "{output:?}"
+    );
+    let kept: i64 = app
+        .db()
+        .query_row("SELECT count(*) FROM revoked_tokens", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(kept, 1, "the live revocation stays");
+    app.assert_refused(&live).await;
+    let output = run_cli(
+        &[
+            "user",
+            "revoke",
+            "--email",
+            "ada@example.com",
+            "--database",
+            &database,
+        ],
+        "",
+    );
+    assert!(output.status.success(), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("1 sessions ended"));
+    app.assert_refused(&pair.access).await;
+    app.assert_grant_refused(&pair.refresh).await;
+}
