@@ -79,12 +79,22 @@ pub fn test_settings(dir: &Path) -> Settings {
             PathBuf::from(pg.url(&pg.create_database()))
         }
     };
+    // With PostgreSQL there is no database file to keep keys beside.
+    let keys_dir = settings_keys_dir(&database, dir);
     Settings {
         bind: "127.0.0.1:0".parse().unwrap(),
         database,
         jwt_secret: Some(Secret::new(TEST_SECRET)),
+        keys_dir,
         ..Settings::default()
     }
+}
+
+fn settings_keys_dir(database: &Path, dir: &Path) -> Option<PathBuf> {
+    let url = database
+        .to_str()
+        .is_some_and(tokengate::config::is_postgres_url);
+    url.then(|| dir.join("keys"))
 }
 
 /// Starts a server with the test defaults.

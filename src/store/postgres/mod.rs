@@ -24,7 +24,8 @@
 /// serialization failure or deadlock runs it again (a few times). Evaluates
 /// to the result only once COMMIT is acknowledged: an error there (the
 /// connection dropped during COMMIT, outcome unknown) is an error, never a
-/// success. A `return` inside `$body` rolls back. (A macro rather than a
+/// success. A `return` inside `$body` ends the body early; what it wrote is
+/// still committed. (A macro rather than a
 /// function taking an async closure: the futures must be `Send` for poem.)
 macro_rules! pg_write {
     ($db:expr, |$tx:ident| $body:expr) => {{
