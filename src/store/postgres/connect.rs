@@ -58,6 +58,9 @@ impl Target {
                 secrets.push(decoded);
             }
         }
+        // Every process writes: with several hosts in the URL, connect to
+        // the primary (a hot standby refuses writes anyway).
+        config.target_session_attrs(tokio_postgres::config::TargetSessionAttrs::ReadWrite);
         config.connect_timeout(timeout);
         config.keepalives(true);
         config.keepalives_idle(Duration::from_secs(30));
