@@ -828,3 +828,36 @@ async fn user_add_user_revoke_and_purge_work_on_postgres() {
     app.assert_refused(&pair.access).await;
     app.assert_grant_refused(&pair.refresh).await;
 }
+
+#[tokio::test]
+async fn health_is_503_when_reads_work_but_commits_fail() {
+    let Some(pg) = pg() else { return };
+    let name = pg.create_database();
+    let app = spawn_app_on(&pg.url(&name), |_| {}).await;
+    // Every write of the probe row now fails; reads still work. A commit
+    // within the last second (the purge at start) is trusted for that
+    // second; after it, the probe decides.
+    pg.psql_in(
+        &name,
+        "ALTER TABLE writer_probe ADD CONSTRAINT never CHECK (written_at < 0) NOT VALID",
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let response = app.get("/health").await;
+        if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+            crate::helpers::assert_error(
+                response,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service_unavailable",
+            )
+            .await;
+            break;
+        }
+        assert!(Instant::now() < deadline, "health never noticed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    pg.psql_in(&name, "ALTER TABLE writer_probe DROP CONSTRAINT never")
+        .unwrap();
+    app.assert_still_serving().await;
+}
