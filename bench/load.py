@@ -4,12 +4,15 @@
 Starts the release binary on a temporary database, next to the JWT-only
 "ceiling" server (examples/jwt_ceiling.rs), drives both with wrk on loopback,
 and prints req/s, p50/p99 latency, server CPU per request and peak RSS for:
-health, authenticated read, durable logout (distinct pre-forged tokens), and
-the authenticated read with 1,000,000 revoked tokens in the denylist.
+health, authenticated read, token introspection by a resource server (HTTP
+Basic, form body, one valid token), durable logout (distinct pre-forged
+tokens), and the authenticated read with 1,000,000 revoked tokens in the
+denylist.
 
 Everything is bounded: each scenario runs DURATION seconds, then all servers
 are stopped. Only 127.0.0.1 is used.
 """
+import base64
 import json
 import os
 import re
@@ -26,6 +29,8 @@ BENCH = os.path.join(ROOT, "bench")
 BIN = os.path.join(ROOT, "target", "release", "tokengate")
 CEILING = os.path.join(ROOT, "target", "release", "examples", "jwt_ceiling")
 SECRET = "bench-secret-0123456789abcdef-0123456789"
+# The resource server that introspects (id:secret, secret of 32+ bytes).
+INTROSPECTION_CLIENT = "bench-rs:bench-introspection-secret-0123456789abcdef"
 DURATION = int(os.environ.get("DURATION", "10"))
 CONNECTIONS = int(os.environ.get("CONNECTIONS", "64"))
 THREADS = int(os.environ.get("THREADS", "2"))
@@ -81,7 +86,8 @@ def wait_ready(base, proc, limit=10.0):
 
 def start_tokengate(db, port, log):
     proc = subprocess.Popen(
-        [BIN, "serve", "--database", db, "--bind", f"127.0.0.1:{port}", "--jwt-secret", SECRET],
+        [BIN, "serve", "--database", db, "--bind", f"127.0.0.1:{port}", "--jwt-secret", SECRET,
+         "--introspection-clients", INTROSPECTION_CLIENT],
         stdout=log, stderr=subprocess.STDOUT)
     ready = wait_ready(f"http://127.0.0.1:{port}", proc)
     return proc, ready
@@ -120,7 +126,7 @@ def wrk(url, pid, headers=(), script=None, script_args=()):
         "cpu_us": (cpu1 - cpu0) * 1e6 / max(requests, 1),
         "non2xx": int(non2xx.group(1)) if non2xx else 0,
         "socket_errors": errors.group(1) if errors else "none",
-        "extra": "\n".join(l for l in out.splitlines() if l.startswith("logout statuses")),
+        "extra": "\n".join(l for l in out.splitlines() if l.startswith(("logout statuses", "introspect statuses"))),
     }
 
 
@@ -172,6 +178,10 @@ def main():
     row("ceiling: GET /api/v1/user (JWT only)", results["ceiling_read"], peak_rss_mib(ceiling.pid))
     results["read"] = wrk(f"{base}/api/v1/user", server.pid, auth)
     row("tokengate: GET /api/v1/user", results["read"], peak_rss_mib(server.pid))
+    basic = base64.b64encode(INTROSPECTION_CLIENT.encode()).decode()
+    results["introspect"] = wrk(f"{base}/api/v1/token/introspect", server.pid,
+                                script=os.path.join(BENCH, "introspect.lua"), script_args=(basic, token))
+    row("tokengate: POST /api/v1/token/introspect", results["introspect"], peak_rss_mib(server.pid))
     results["logout"] = wrk(f"{base}/api/v1/logout", server.pid, script=os.path.join(BENCH, "logout.lua"),
                             script_args=(tokens_file, str(THREADS)))
     row("tokengate: DELETE /api/v1/logout (durable)", results["logout"], peak_rss_mib(server.pid))
@@ -190,11 +200,14 @@ def main():
 
     r, c, m = results["read"], results["ceiling_read"], results["read_1m"]
     print()
+    print(results["introspect"]["extra"])
     print(logout_extra)
     print(f"read CPU vs ceiling: {r['cpu_us']:.1f} / {c['cpu_us']:.1f} µs = {r['cpu_us'] / c['cpu_us']:.2f}x (target <= 1.4x, <= 28 µs)")
     print(f"read req/s vs ceiling: {100 * r['rps'] / c['rps']:.0f}% (target >= 75%)")
     print(f"read with {REVOKED:,} revoked vs empty: {100 * (m['rps'] / r['rps'] - 1):+.1f}% req/s, "
           f"{100 * (m['cpu_us'] / r['cpu_us'] - 1):+.1f}% CPU/req (target within 5%)")
+    print(f"introspection: {results['introspect']['rps']:,.0f}/s at {CONNECTIONS} connections, "
+          f"{results['introspect']['cpu_us']:.1f} µs server CPU per request")
     print(f"durable logouts: {results['logout']['rps']:,.0f}/s at {CONNECTIONS} connections (target >= 10,000)")
     print(f"ready after start on the {REVOKED:,}-row database: {ready * 1000:.0f} ms (target <= 150 ms)")
     print(f"(work files in {tmp})")

@@ -11,7 +11,8 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use rusqlite::Connection;
 use tokengate::auth::tokens::Tokens;
 use tokengate::config::Secret;
-use tokengate::store::sqlite::{denylist, migrations, pool};
+use tokengate::store::sqlite::denylist::{self, View};
+use tokengate::store::sqlite::{migrations, pool};
 
 const ROWS: usize = 1_000_000;
 
@@ -52,17 +53,28 @@ fn database(rows: usize) -> (tempfile::TempDir, Connection) {
 fn denylist_lookup(c: &mut Criterion) {
     for rows in [0, ROWS] {
         let (_dir, conn) = database(rows);
-        c.bench_function(&format!("denylist::is_revoked, {rows} rows"), |b| {
-            b.iter(|| {
-                denylist::is_revoked(&conn, black_box("not-revoked-jti-0000")).expect("lookup")
-            })
-        });
-        conn.execute_batch("BEGIN").expect("begin");
+        let denylist = denylist::Denylist::new(denylist::DEFAULT_MERGE_ROWS);
         c.bench_function(
-            &format!("denylist::is_revoked in open read txn, {rows} rows"),
+            &format!("denylist (merged table plus the log's mirror), {rows} rows"),
             |b| {
                 b.iter(|| {
-                    denylist::is_revoked(&conn, black_box("revoked-jti-000000000007"))
+                    denylist
+                        .is_revoked(&conn, black_box("not-revoked-jti-0000"), View::Committed)
+                        .expect("lookup")
+                })
+            },
+        );
+        conn.execute_batch("BEGIN").expect("begin");
+        c.bench_function(
+            &format!("denylist (merged table plus the log's mirror) in open read txn, {rows} rows"),
+            |b| {
+                b.iter(|| {
+                    denylist
+                        .is_revoked(
+                            &conn,
+                            black_box("revoked-jti-000000000007"),
+                            View::Committed,
+                        )
                         .expect("lookup")
                 })
             },

@@ -68,6 +68,39 @@ impl std::str::FromStr for Secret {
     }
 }
 
+/// One `id:secret` entry of `--introspection-clients`: a resource server
+/// that may call token introspection. Kept whole, secret and all, as a
+/// [`Secret`] and judged only at start ([`crate::auth::clients`]), so that
+/// neither the argument parser nor a log line ever shows it.
+#[derive(Clone)]
+pub struct ClientCredentials(Secret);
+
+impl ClientCredentials {
+    /// The entry of client `id` with `secret`.
+    pub fn new(id: &str, secret: &str) -> Self {
+        Self(Secret::new(format!("{id}:{secret}")))
+    }
+
+    /// The entry as configured, `id:secret`; call only where it is checked.
+    pub fn expose(&self) -> &[u8] {
+        self.0.expose()
+    }
+}
+
+impl fmt::Debug for ClientCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ClientCredentials(<redacted>)")
+    }
+}
+
+impl std::str::FromStr for ClientCredentials {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(Secret::new(s.as_bytes())))
+    }
+}
+
 /// An IP network such as `10.0.0.0/8` or `::1/128` (a bare address is one
 /// host). IPv4-mapped IPv6 networks (`::ffff:10.0.0.0/104`) are kept as
 /// IPv4, and addresses are compared the same way, so either spelling
@@ -254,6 +287,13 @@ pub struct Settings {
           value_parser = clap::value_parser!(u64).range(1..=600_000), global = true)]
     pub db_timeout_ms: u64,
 
+    /// Revocations appended to the log before they are merged into the
+    /// table keyed by `jti` (see the denylist layout in the README).
+    #[arg(long, env = "TOKENGATE_DENYLIST_MERGE_ROWS", default_value_t = 32_768, hide = true,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000_000),
+          global = true)]
+    pub denylist_merge_rows: usize,
+
     /// Lifetime of a refresh token, in seconds (each refresh issues a new one,
     /// so an active session slides forward).
     #[arg(long, env = "TOKENGATE_REFRESH_TTL", default_value_t = 1_209_600,
@@ -342,6 +382,19 @@ pub struct Settings {
         global = true
     )]
     pub trusted_proxies: Vec<Cidr>,
+
+    /// Comma-separated `id:secret` pairs of the resource servers allowed to
+    /// call token introspection with HTTP Basic (secrets of at least 32
+    /// bytes). None by default: introspection answers `401` to everyone.
+    #[arg(
+        long,
+        env = "TOKENGATE_INTROSPECTION_CLIENTS",
+        value_name = "ID:SECRET",
+        value_delimiter = ',',
+        hide_env_values = true,
+        global = true
+    )]
+    pub introspection_clients: Vec<ClientCredentials>,
 }
 
 impl Default for Settings {
@@ -360,6 +413,7 @@ impl Default for Settings {
             login_max_failures: 5,
             login_max_failures_per_client: 100,
             login_window: 900,
+            denylist_merge_rows: 32_768,
             refresh_ttl: 1_209_600,
             refresh_reuse_interval: 10,
             session_max_age: 7_776_000,
@@ -373,6 +427,7 @@ impl Default for Settings {
             password_hash_queue: None,
             login_throttle_keys: 100_000,
             trusted_proxies: Vec::new(),
+            introspection_clients: Vec::new(),
         }
     }
 }
@@ -409,6 +464,21 @@ pub enum ConfigError {
          every process sharing the database must have the same keys directory contents"
     )]
     KeysDirRequired(&'static str),
+    /// An entry of `--introspection-clients` is not `id:secret` with a
+    /// usable id (the entry is not shown: it holds a secret).
+    #[error(
+        "entry {0} of --introspection-clients is not `id:secret` with an id of 1 to 64 \
+         letters, digits, `-`, `.`, `_` or `~`"
+    )]
+    ClientMalformed(usize),
+    /// A resource server's secret is too short.
+    #[error(
+        "the secret of introspection client `{0}` must be at least {MIN_SECRET_BYTES} bytes long (got {1})"
+    )]
+    ClientSecretTooShort(String, usize),
+    /// The same client id twice.
+    #[error("introspection client `{0}` is listed more than once")]
+    ClientListedTwice(String),
 }
 
 /// Whether `database` is a PostgreSQL URL rather than a SQLite file path.

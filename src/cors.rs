@@ -14,7 +14,7 @@ use poem::http::{header, HeaderValue, Method, StatusCode};
 use poem::{IntoResponse, Request, Response};
 
 /// Methods the API uses.
-const ALLOW_METHODS: &str = "GET, POST, DELETE";
+const ALLOW_METHODS: &str = "GET, POST, PUT, DELETE";
 /// Request headers a script may send.
 const ALLOW_HEADERS: &str = "authorization, content-type";
 /// Response headers a script may read (the 401 challenge and the 429 delay).

@@ -1,6 +1,7 @@
 //! Every failure the HTTP layer can answer, and the one place where each
 //! becomes a status, a JSON body `{"error", "message"[, "fields"]}` and, on
-//! `401`, an RFC 6750 `WWW-Authenticate` challenge.
+//! `401`, a `WWW-Authenticate` challenge (RFC 6750 Bearer; RFC 7617 Basic for
+//! the resource servers of token introspection).
 //!
 //! Errors raised by poem and poem-openapi themselves (unknown route, wrong
 //! method, unreadable body, ...) are turned into the same shape by
@@ -60,6 +61,18 @@ pub enum ApiError {
     /// A password change with a wrong current password.
     #[error("the current password is incorrect")]
     WrongPassword,
+    /// Token introspection or revocation without valid HTTP Basic
+    /// credentials of a configured resource server (RFC 6749 section 5.2).
+    #[error("the client credentials are missing or wrong: send `Authorization: Basic` with the id and secret of a configured resource server")]
+    InvalidClient,
+    /// An OAuth request (RFC 7662/7009) without its `token`, or with a
+    /// parameter given twice.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// A revocation whose `token_type_hint` is neither `access_token` nor
+    /// `refresh_token`.
+    #[error("`token_type_hint` must be `access_token` or `refresh_token`")]
+    UnsupportedTokenType,
     /// No such active session of the caller.
     #[error("there is no such active session")]
     SessionNotFound,
@@ -84,6 +97,9 @@ pub enum ApiError {
     /// Not `application/json`.
     #[error("the request body must be sent as `Content-Type: application/json`")]
     UnsupportedMediaType,
+    /// Not `application/x-www-form-urlencoded` (the OAuth endpoints).
+    #[error("the request body must be sent as `Content-Type: application/x-www-form-urlencoded`")]
+    FormMediaTypeRequired,
     /// The body is not JSON, or another malformed request.
     #[error("{0}")]
     BadRequest(String),
@@ -142,13 +158,18 @@ impl ApiError {
             ApiError::InvalidToken(_) => "invalid_token",
             ApiError::InvalidCredentials | ApiError::WrongPassword => "invalid_credentials",
             ApiError::InvalidGrant => "invalid_grant",
+            ApiError::InvalidClient => "invalid_client",
+            ApiError::InvalidRequest(_) => "invalid_request",
+            ApiError::UnsupportedTokenType => "unsupported_token_type",
             ApiError::SessionNotFound => "not_found",
             ApiError::RegistrationClosed => "registration_closed",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::EmailTaken => "email_taken",
             ApiError::PayloadTooLarge => "payload_too_large",
-            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::UnsupportedMediaType | ApiError::FormMediaTypeRequired => {
+                "unsupported_media_type"
+            }
             ApiError::BadRequest(_) => "bad_request",
             ApiError::Validation(_) => "validation_failed",
             ApiError::TooManyRequests { .. } => "too_many_requests",
@@ -166,6 +187,8 @@ impl ApiError {
             ApiError::InvalidToken(description) => Some(format!(
                 "Bearer realm=\"{REALM}\", error=\"invalid_token\", error_description=\"{description}\""
             )),
+            // RFC 7617: the client authenticates with HTTP Basic.
+            ApiError::InvalidClient => Some(format!("Basic realm=\"{REALM}\"")),
             _ => None,
         }
     }
@@ -188,14 +211,19 @@ impl ResponseError for ApiError {
             ApiError::Unauthenticated
             | ApiError::InvalidToken(_)
             | ApiError::InvalidCredentials
-            | ApiError::InvalidGrant => StatusCode::UNAUTHORIZED,
+            | ApiError::InvalidGrant
+            | ApiError::InvalidClient => StatusCode::UNAUTHORIZED,
             ApiError::RegistrationClosed | ApiError::WrongPassword => StatusCode::FORBIDDEN,
             ApiError::NotFound | ApiError::SessionNotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::EmailTaken => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::UnsupportedMediaType | ApiError::FormMediaTypeRequired => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
+            ApiError::BadRequest(_)
+            | ApiError::InvalidRequest(_)
+            | ApiError::UnsupportedTokenType => StatusCode::BAD_REQUEST,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) | ApiError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,

@@ -91,14 +91,21 @@ fn write_loop(shared: &Shared) {
     }
 }
 
-impl Write for BufferedStdout {
-    fn write(&mut self, line: &[u8]) -> io::Result<usize> {
+impl BufferedStdout {
+    /// Appends a line, or counts it as dropped when the buffer is full.
+    fn append(&self, line: &[u8]) {
         let mut buffer = self.0.buffer.lock().unwrap_or_else(|e| e.into_inner());
         if buffer.bytes.len() + line.len() > MAX_BUFFERED {
             buffer.dropped += 1;
         } else {
             buffer.bytes.extend_from_slice(line);
         }
+    }
+}
+
+impl Write for BufferedStdout {
+    fn write(&mut self, line: &[u8]) -> io::Result<usize> {
+        self.append(line);
         Ok(line.len())
     }
 
@@ -128,3 +135,52 @@ impl Drop for FlushGuard {
         }
     }
 }
+
+/// The buffer the access log writes to directly, when `main` installed one
+/// (see [`install_access_log`]).
+static ACCESS_LOG: std::sync::OnceLock<BufferedStdout> = std::sync::OnceLock::new();
+
+/// Lets [`access`] write its lines straight into `writer` (the buffer behind
+/// the tracing subscriber) instead of formatting them through tracing: the
+/// same text, at a fraction of the CPU per request. Only for output that is
+/// not a terminal (a terminal gets tracing's colours).
+pub fn install_access_log(writer: BufferedStdout) {
+    let _ = ACCESS_LOG.set(writer);
+}
+
+/// One access-log line: method, path, status and latency; never the query
+/// or headers, which may carry tokens. Same format as tracing's:
+/// `2026-11-25T06:25:59.375885Z  INFO tokengate::http: request method=GET path=/health status=200 latency_us=160`.
+pub fn access(method: &poem::http::Method, path: &str, status: u16, latency_us: u64) {
+    let Some(writer) = ACCESS_LOG.get() else {
+        tracing::info!(target: "tokengate::http", %method, path = %path, status, latency_us, "request");
+        return;
+    };
+    if !tracing::enabled!(target: "tokengate::http", tracing::Level::INFO) {
+        return;
+    }
+    thread_local! {
+        static LINE: std::cell::RefCell<(i64, Vec<u8>)> = const { std::cell::RefCell::new((i64::MIN, Vec::new())) };
+    }
+    let now = chrono::Utc::now();
+    LINE.with(|line| {
+        let mut line = line.borrow_mut();
+        let (second, text) = &mut *line;
+        // The date and time up to the second change once a second.
+        if *second != now.timestamp() || text.len() < PREFIX_LEN {
+            *second = now.timestamp();
+            text.clear();
+            let _ = write!(text, "{}.", now.format("%Y-%m-%dT%H:%M:%S"));
+        }
+        text.truncate(PREFIX_LEN);
+        let _ = writeln!(
+            text,
+            "{:06}Z  INFO tokengate::http: request method={method} path={path} status={status} latency_us={latency_us}",
+            now.timestamp_subsec_micros()
+        );
+        writer.append(text);
+    });
+}
+
+/// Length of `YYYY-MM-DDTHH:MM:SS.`.
+const PREFIX_LEN: usize = 20;

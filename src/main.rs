@@ -150,8 +150,11 @@ fn serve(settings: Settings) -> Result<(), String> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_ansi(std::io::stdout().is_terminal())
-        .with_writer(writer)
+        .with_writer(writer.clone())
         .init();
+    if !std::io::stdout().is_terminal() {
+        logging::install_access_log(writer);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -11,34 +11,42 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use poem::endpoint::BoxEndpoint;
 use poem::error::ResponseError;
 use poem::http::{header, HeaderValue, StatusCode};
-use poem::{Endpoint, IntoResponse, Request, Response, Result};
+use poem::{Endpoint, IntoResponse, Request, Response, Result, Route};
 
 use crate::api::body::MAX_BODY_BYTES;
 use crate::cors::SpaCors;
 use crate::error::{into_json_response, ApiError};
 use crate::state::AppState;
 
-/// The routes, wrapped.
-pub struct Edge<E> {
-    inner: E,
+/// The routes, wrapped. The API is called directly, not through an outer
+/// router: every router layer moves the request into another boxed future,
+/// which showed up in the profile of the authenticated read.
+pub struct Edge {
+    api: BoxEndpoint<'static, Response>,
+    docs: Route,
     state: Arc<AppState>,
     cors: SpaCors,
     allow: HashMap<String, HeaderValue>,
 }
 
-impl<E> Edge<E> {
-    /// Wraps `inner` (the route tree). `allow` maps each path to the methods
-    /// it accepts, for the `Allow` header every `405` must carry (RFC 9110).
+impl Edge {
+    /// Wraps the API endpoint and the documentation routes (`/docs`,
+    /// `/openapi.json`, `/openapi.yaml`). `allow` maps each path to the
+    /// methods it accepts, for the `Allow` header every `405` must carry
+    /// (RFC 9110).
     pub fn new(
-        inner: E,
+        api: BoxEndpoint<'static, Response>,
+        docs: Route,
         state: Arc<AppState>,
         cors: SpaCors,
         allow: HashMap<String, HeaderValue>,
     ) -> Self {
         Self {
-            inner,
+            api,
+            docs,
             state,
             cors,
             allow,
@@ -46,7 +54,15 @@ impl<E> Edge<E> {
     }
 }
 
-impl<E: Endpoint> Endpoint for Edge<E> {
+/// Paths served by the documentation routes rather than the API.
+fn is_docs(path: &str) -> bool {
+    path == "/openapi.json"
+        || path == "/openapi.yaml"
+        || path == "/docs"
+        || path.starts_with("/docs/")
+}
+
+impl Endpoint for Edge {
     type Output = Response;
 
     async fn call(&self, mut req: Request) -> Result<Response> {
@@ -62,13 +78,18 @@ impl<E: Endpoint> Endpoint for Edge<E> {
             ApiError::PayloadTooLarge.as_response()
         } else {
             req.extensions_mut().insert(self.state.clone());
-            match self.inner.call(req).await {
-                Ok(response) => response.into_response(),
+            let answered = if is_docs(&path) {
+                self.docs.call(req).await.map(IntoResponse::into_response)
+            } else {
+                self.api.call(req).await
+            };
+            match answered {
+                Ok(response) => response,
                 Err(err) => into_json_response(err),
             }
         };
         if response.status() == StatusCode::METHOD_NOT_ALLOWED {
-            if let Some(methods) = self.allow.get(&path) {
+            if let Some(methods) = allowed_methods_for(&self.allow, &path) {
                 response
                     .headers_mut()
                     .insert(header::ALLOW, methods.clone());
@@ -78,13 +99,11 @@ impl<E: Endpoint> Endpoint for Edge<E> {
         add_security_headers(&path, &mut response);
 
         // Method and path only: never the query or headers, which may carry tokens.
-        tracing::info!(
-            target: "tokengate::http",
-            %method,
-            path = %path,
-            status = response.status().as_u16(),
-            latency_us = started.elapsed().as_micros() as u64,
-            "request"
+        crate::logging::access(
+            &method,
+            &path,
+            response.status().as_u16(),
+            started.elapsed().as_micros() as u64,
         );
         Ok(response)
     }
@@ -127,4 +146,32 @@ fn declared_length(req: &Request) -> Option<u64> {
         .ok()?
         .parse()
         .ok()
+}
+
+/// The methods of the document path that `path` is: its own entry, or a
+/// template such as `/api/v1/sessions/{id}` whose `{parameter}` segments
+/// match any one non-empty segment.
+fn allowed_methods_for<'a>(
+    allow: &'a HashMap<String, HeaderValue>,
+    path: &str,
+) -> Option<&'a HeaderValue> {
+    allow.get(path).or_else(|| {
+        allow
+            .iter()
+            .find(|(template, _)| template.contains('{') && matches_template(template, path))
+            .map(|(_, methods)| methods)
+    })
+}
+
+fn matches_template(template: &str, path: &str) -> bool {
+    let mut templates = template.split('/');
+    let mut segments = path.split('/');
+    loop {
+        match (templates.next(), segments.next()) {
+            (None, None) => return true,
+            (Some(t), Some(s)) if t.starts_with('{') && t.ends_with('}') && !s.is_empty() => {}
+            (Some(t), Some(s)) if t == s => {}
+            _ => return false,
+        }
+    }
 }

@@ -13,9 +13,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use poem::http::HeaderValue;
-use poem::{Endpoint, Response, Route};
+use poem::{Endpoint, IntoEndpoint, Response, Route};
 
 use crate::api;
+use crate::auth::clients::IntrospectionClients;
 use crate::auth::keys::{KeyAlgorithm, KeyDir, KeyError, KeyStore, Reload};
 use crate::auth::password::Hasher;
 use crate::auth::throttle::{Limits, LoginThrottle};
@@ -69,6 +70,8 @@ impl Application {
     }
 
     fn build_blocking(settings: Settings) -> Result<Self, StartupError> {
+        let introspection_clients =
+            IntrospectionClients::from_config(&settings.introspection_clients)?;
         let (store, running) = Store::open(&settings, false)?;
         let tokens = tokens(&settings)?;
         let listener = std::net::TcpListener::bind(settings.bind)
@@ -91,6 +94,7 @@ impl Application {
             passwords: Hasher::per_cpu(settings.password_hash_queue.map(|q| q as usize)),
             trusted_proxies: settings.trusted_proxies.clone(),
             registration: settings.registration,
+            introspection_clients,
         });
         // Pay for the dummy hash now rather than on the first unknown login.
         let _ = crate::auth::password::dummy_hash();
@@ -154,13 +158,12 @@ impl Application {
 /// The whole HTTP app: API and documentation, inside [`Edge`].
 pub fn app(state: Arc<AppState>, settings: &Settings) -> impl Endpoint<Output = Response> {
     let api = api::service();
-    let routes = Route::new()
+    let docs = Route::new()
         .nest("/docs", api.swagger_ui())
         .at("/openapi.json", api.spec_endpoint())
-        .at("/openapi.yaml", api.spec_endpoint_yaml())
-        .nest("/", api);
+        .at("/openapi.yaml", api.spec_endpoint_yaml());
     let cors = SpaCors::new(settings.cors_origins.iter().map(String::as_str));
-    Edge::new(routes, state, cors, allowed_methods())
+    Edge::new(api.into_endpoint(), docs, state, cors, allowed_methods())
 }
 
 /// Path -> the methods the OpenAPI document gives it, e.g. `"GET"`, read

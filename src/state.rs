@@ -1,5 +1,6 @@
 //! The application context shared by every request.
 
+use crate::auth::clients::IntrospectionClients;
 use crate::auth::password::Hasher;
 use crate::auth::throttle::LoginThrottle;
 use crate::auth::tokens::Tokens;
@@ -20,4 +21,6 @@ pub struct AppState {
     pub trusted_proxies: Vec<Cidr>,
     /// Whether registration is open.
     pub registration: Registration,
+    /// The resource servers allowed to call token introspection.
+    pub introspection_clients: IntrospectionClients,
 }

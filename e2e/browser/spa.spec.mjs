@@ -1,18 +1,35 @@
 // The example SPA (examples/spa/) across origins, in headless Chromium.
 //
-// The page is served from SPA_URL, an origin the API allows (--cors-origins),
-// and talks to the API at TOKENGATE_URL: create an account, log in, show the
+// Part 1, against TOKENGATE_URL: the page is served from SPA_URL, an origin
+// the API allows (--cors-origins): create an account, log in, show the
 // current user, log out, then see the old token rejected with 401 and a
 // WWW-Authenticate header that the script can read. The same page served from
 // OTHER_URL, an origin the API does not list, must not be able to read any
 // answer of the API (fetch fails with a CORS error).
 //
-//   TOKENGATE_URL=... SPA_URL=... OTHER_URL=... node e2e/browser/spa.spec.mjs
+// Part 2, sessions, against SESSION_API_URL: a server with short access
+// tokens (SESSION_TOKEN_TTL seconds, SESSION_LEEWAY seconds of leeway), so the
+// page's timer-based refresh is seen within seconds (polled with deadlines,
+// no fixed sleeps). Two tabs share one session: the second takes the pair
+// from the first, timers refresh before expiry in one tab at a time, both tabs
+// refresh at the same moment (with the lock, and without it so the server's
+// reuse interval has to forgive two uses of one refresh token), both keep
+// working and the session is not ended; logging out in one tab logs out the
+// other. Then one tab without the timer: an expired token gets one refresh and
+// one retry; the session list shows other devices (logged in from Node), ends
+// one, logs out the others; a session ended elsewhere gets exactly one refresh
+// attempt and the login form.
+//
+//   TOKENGATE_URL=... SPA_URL=... OTHER_URL=... SESSION_API_URL=... \
+//   SESSION_TOKEN_TTL=5 SESSION_LEEWAY=1 node e2e/browser/spa.spec.mjs
 import { launch, watch, runSteps, shooter, env, assert, assertEqual } from './lib.mjs';
 
 const API = env('TOKENGATE_URL');
 const SPA = env('SPA_URL');
 const OTHER = env('OTHER_URL');
+const SESSION_API = env('SESSION_API_URL');
+const SESSION_TTL = Number(env('SESSION_TOKEN_TTL'));
+const SESSION_LEEWAY = Number(env('SESSION_LEEWAY'));
 const shot = shooter('spa');
 const stamp = `${Date.now()}-${process.pid}`;
 const user = { name: 'Spa Grace', email: `spa-${stamp}@example.com`, password: 'correct horse battery' };
@@ -165,4 +182,303 @@ failed += await runSteps('spa-cors', null, [
 ]);
 
 await close();
+
+failed += await sessionChecks();
 process.exit(failed ? 1 : 0);
+
+// --- Part 2: sessions and refresh ----------------------------------------------
+
+/** Records each refresh request a page sends: its body and when it started and finished. */
+function watchRefreshes(page, into, tab) {
+  page.on('request', (r) => {
+    if (r.method() === 'POST' && r.url() === `${SESSION_API}/api/v1/token/refresh`) {
+      into.push({ tab, request: r, token: r.postDataJSON()?.refresh_token, start: performance.now(), end: null, status: null });
+    }
+  });
+  page.on('requestfinished', async (r) => {
+    const entry = into.find((e) => e.request === r);
+    if (entry) {
+      entry.end = performance.now();
+      entry.status = (await r.response())?.status() ?? null;
+    }
+  });
+}
+
+/** Calls the API from Node as another device (its own User-Agent), returns {status, body}. */
+async function device(method, path, { token, body, agent } = {}) {
+  const headers = { 'User-Agent': agent ?? 'e2e device (node)' };
+  if (token) headers.Authorization = `Bearer ${token}`;
+  if (body) headers['Content-Type'] = 'application/json';
+  const res = await fetch(SESSION_API + path, { method, headers, body: body ? JSON.stringify(body) : undefined });
+  const text = await res.text();
+  return { status: res.status, body: text ? JSON.parse(text) : null };
+}
+
+async function sessionChecks() {
+  const shotS = shooter('spa-sessions');
+  const who = { name: 'Spa Hopper', email: `spa-sessions-${stamp}@example.com`, password: 'correct horse battery' };
+  const url = (query = '') => `${SPA}/?api=${encodeURIComponent(SESSION_API)}${query}`;
+  const { context: ctx, close: closeCtx } = await launch();
+  const tabs = [];
+  const allTabs = [];
+  const refreshes = [];
+  let lastRefreshChecked = 0;
+
+  async function openTab(query = '') {
+    const page = tabs.length === 0 && ctx.pages()[0] ? ctx.pages()[0] : await ctx.newPage();
+    const tab = { page, log: watch(page), n: tabs.length + 1 };
+    tabs.push(tab);
+    allTabs.push(tab);
+    watchRefreshes(page, refreshes, tab.n);
+    const res = await page.goto(url(query));
+    assertEqual(res.status(), 200, `GET the SPA page for tab ${tab.n}`);
+    await page.waitForSelector('body[data-ready="true"]');
+    return tab;
+  }
+  // Clicks a button and waits until its action is over (the page disables
+  // every button while an action runs).
+  async function act(page, selector) {
+    await page.click(selector);
+    await page.waitForFunction((sel) => !document.querySelector(sel).disabled, selector);
+  }
+  const textOf = async (page, id) => (await page.locator(`#${id}`).innerText()).trim();
+  const number = async (page, id) => Number(await textOf(page, id));
+  const statusIs = (page, re, timeout) => page.waitForFunction(
+    (src) => new RegExp(src).test(document.getElementById('status').textContent), re.source, { timeout });
+  const fingerprints = (list) => Promise.all(list.map((t) => textOf(t.page, 'token-fingerprint')));
+  const currentSession = (page) => page.locator('#sessions tbody tr.current').getAttribute('data-session-id');
+  const sessionCount = async (page) => Number(await page.locator('#sessions').getAttribute('data-count'));
+  const apiResponses = (tab, from = 0) => tab.log.responses.slice(from)
+    .filter((r) => r.url.startsWith(`${SESSION_API}/`) && r.method !== 'OPTIONS')
+    .map((r) => `${r.method} ${r.url.slice(SESSION_API.length)} ${r.status}`);
+  // Polls FN (a Node-side condition) every 100 ms until it holds or TIMEOUT ms pass.
+  async function until(what, fn, timeout) {
+    const deadline = Date.now() + timeout;
+    for (;;) {
+      const value = await fn();
+      if (value) return value;
+      if (Date.now() > deadline) throw new Error(`${what}: not seen within ${timeout} ms`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  // Every refresh request since the last call answered 200, and none overlapped
+  // another unless the tabs ran without the lock.
+  function checkRefreshes({ mayOverlap = false } = {}) {
+    const fresh = refreshes.slice(lastRefreshChecked);
+    lastRefreshChecked = refreshes.length;
+    for (const r of fresh) assertEqual(r.status, 200, `refresh sent by tab ${r.tab}`);
+    if (!mayOverlap) {
+      const done = [...fresh].sort((a, b) => a.start - b.start);
+      for (let i = 1; i < done.length; i++) {
+        assert(done[i].start >= done[i - 1].end,
+          `tabs ${done[i - 1].tab} and ${done[i].tab} refreshed at the same time despite the lock`);
+      }
+    }
+    return fresh;
+  }
+  // A refresh round is over when every open tab holds the same, new access token.
+  async function settled(list, before) {
+    return until('every tab on one new pair', async () => {
+      const fps = await fingerprints(list);
+      return fps.every((f) => f && f === fps[0]) && fps[0] !== before && fps[0];
+    }, (SESSION_TTL + 5) * 1000);
+  }
+  // A tab's calls work: Reload user answers 200 and the session list has one session, the same.
+  async function tabWorks(tab, sid) {
+    const from = tab.log.responses.length;
+    await act(tab.page, '#refresh');
+    await statusIs(tab.page, /^Logged in as /);
+    await act(tab.page, '#reload-sessions');
+    assertEqual(await currentSession(tab.page), sid, `session of tab ${tab.n}`);
+    assertEqual(await sessionCount(tab.page), 1, `sessions listed in tab ${tab.n}`);
+    const seen = apiResponses(tab, from);
+    assert(seen.every((l) => / 200$/.test(l)), `tab ${tab.n} saw ${seen.join(', ')}`);
+  }
+
+  let sid = null;
+  let devices = {};
+  const failedSessions = await runSteps('spa-sessions', null, [
+    ['tab1-logs-in', async () => {
+      const { page } = await openTab();
+      await page.fill('#email', who.email);
+      await page.fill('#password', who.password);
+      await page.fill('#name', who.name);
+      await page.click('#register');
+      await statusIs(page, /^Logged in as /);
+      await page.locator('#sessions tbody tr.current').waitFor();
+      sid = await currentSession(page);
+      assert(/^[\w-]{24}$/.test(sid ?? ''), `session id listed: ${sid}`);
+      assertEqual(await sessionCount(page), 1, 'sessions listed after login');
+      assert(await page.locator('#tokens-section').isVisible(), 'token panel not shown');
+      await shotS(page, 'tab1-logged-in', { fullPage: true });
+    }],
+
+    ['tab2-takes-the-pair-from-tab1', async () => {
+      const tab2 = await openTab();
+      await statusIs(tab2.page, /^Logged in as /);
+      await tab2.page.locator('#sessions tbody tr.current').waitFor();
+      const sent = apiResponses(tab2);
+      assert(!sent.some((l) => /\/(login|register) /.test(l)), `tab 2 logged in by itself: ${sent.join(', ')}`);
+      assertEqual(await currentSession(tab2.page), sid, 'session of tab 2');
+      await settled(tabs, null);
+      const storage = await tab2.page.evaluate(() => localStorage.length + sessionStorage.length);
+      assertEqual(storage, 0, 'entries in Web Storage');
+      await shotS(tab2.page, 'tab2-joined', { fullPage: true });
+    }],
+
+    ['timer-refreshes-before-expiry-one-tab-at-a-time', async () => {
+      const [before] = await fingerprints(tabs);
+      const sentBefore = refreshes.length;
+      // Two rounds of the timer, each within the token's lifetime.
+      const first = await settled(tabs, before);
+      await settled(tabs, first);
+      const fresh = checkRefreshes();
+      assert(fresh.length >= 2 && refreshes.length > sentBefore, `refresh requests: ${fresh.length}`);
+      for (const tab of tabs) {
+        const refused = tab.log.responses.filter((r) => r.status === 401);
+        assertEqual(refused.length, 0, `401 answers seen by tab ${tab.n} (the timer should refresh before expiry)`);
+      }
+      const adopted = await Promise.all(tabs.map((t) => number(t.page, 'pairs-adopted')));
+      assert(adopted.some((n) => n > 0), 'no tab took a pair from the other');
+      console.log(`#   ${fresh.length} timer refreshes in two rounds; by tab: ${fresh.map((r) => r.tab).join(',')}`);
+      await shotS(tabs[0].page, 'tab1-after-timer-refreshes', { fullPage: true });
+    }],
+
+    ['both-tabs-refresh-at-once-with-the-lock', async () => {
+      const [before] = await fingerprints(tabs);
+      const sentBefore = refreshes.length;
+      await Promise.all(tabs.map((t) => t.page.click('#refresh-now')));
+      await until('both forced refreshes answered', () => refreshes.length >= sentBefore + 2
+        && refreshes.slice(sentBefore).every((r) => r.status !== null), 10_000);
+      await settled(tabs, before);
+      checkRefreshes();
+      for (const tab of tabs) await tabWorks(tab, sid);
+    }],
+
+    ['both-tabs-refresh-at-once-without-the-lock', async () => {
+      // Two more tabs that do not take turns: both present the same refresh
+      // token at once; the API's reuse interval gives both a working pair.
+      const racers = [await openTab('&lock=off&autorefresh=off'), await openTab('&lock=off&autorefresh=off')];
+      for (const t of racers) await statusIs(t.page, /^Logged in as /);
+      await settled(tabs, null);
+      checkRefreshes();
+      const sentBefore = refreshes.length;
+      await Promise.all(racers.map((t) => t.page.click('#refresh-now')));
+      await until('both racing refreshes answered', () => refreshes.filter((r, i) => i >= sentBefore
+        && racers.some((t) => t.n === r.tab) && r.status !== null).length >= 2, 10_000);
+      const raced = refreshes.slice(sentBefore).filter((r) => racers.some((t) => t.n === r.tab));
+      assertEqual(raced[0].token, raced[1].token, 'refresh token presented by the two racing tabs');
+      checkRefreshes({ mayOverlap: true });
+      await settled(tabs, null);
+      for (const tab of tabs) await tabWorks(tab, sid);
+      await shotS(racers[1].page, 'racing-tab-still-logged-in', { fullPage: true });
+    }],
+
+    ['session-list-after-refreshes', async () => {
+      const row = tabs[0].page.locator('#sessions tbody tr.current');
+      assertEqual(await row.count(), 1, 'current session rows');
+      const cells = await row.locator('td').allInnerTexts();
+      assert(/HeadlessChrome|Chrome/.test(cells[1]), `device shown: ${cells[1]}`);
+      assert(/this browser/.test(cells[0]), `current session not marked: ${cells[0]}`);
+    }],
+
+    ['logout-in-one-tab-logs-out-every-tab', async () => {
+      const from = tabs[0].log.responses.length;
+      await act(tabs[0].page, '#logout');
+      await statusIs(tabs[0].page, /^Logged out/);
+      assert(apiResponses(tabs[0], from).includes('DELETE /api/v1/logout 204'), 'no 204 from logout');
+      for (const tab of tabs.slice(1)) {
+        await tab.page.locator('#login-section').waitFor({ state: 'visible', timeout: 5_000 });
+        assert(await tab.page.locator('#user-section').isHidden(), `tab ${tab.n} still shows the user`);
+      }
+      await shotS(tabs[1].page, 'tab2-logged-out-by-tab1', { fullPage: true });
+      for (const tab of tabs.splice(0)) await tab.page.close();
+    }],
+
+    ['expired-token-gets-one-refresh-and-one-retry', async () => {
+      const tab = await openTab('&autorefresh=off');
+      const { page } = tab;
+      assert(await page.locator('#login-section').isVisible(), 'a new tab after logout is logged in');
+      await page.fill('#email', who.email);
+      await page.fill('#password', who.password);
+      await page.click('#login');
+      await statusIs(page, /^Logged in as /);
+      assertEqual(await textOf(page, 'next-refresh'), 'off (refreshed on 401 only)', 'timer shown as');
+      // Wait (polling, with a deadline) until the server must refuse the access token.
+      const expiresMs = Number(await page.locator('#access-expires').getAttribute('data-ms'));
+      await page.waitForFunction((at) => Date.now() > at, expiresMs + SESSION_LEEWAY * 1000 + 1200,
+        { timeout: (SESSION_TTL + SESSION_LEEWAY + 10) * 1000, polling: 100 });
+      const from = tab.log.responses.length;
+      await act(page, '#refresh');
+      await statusIs(page, /^Logged in as /);
+      const seen = apiResponses(tab, from);
+      assertEqual(seen.join(', '), 'GET /api/v1/user 401, POST /api/v1/token/refresh 200, GET /api/v1/user 200',
+        'requests after the token expired');
+      assertEqual(await number(page, 'refreshes-sent'), 1, 'refreshes sent by the tab');
+      await shotS(page, 'expired-token-refreshed-on-401', { fullPage: true });
+    }],
+
+    ['other-devices-listed-one-ended-the-others-logged-out', async () => {
+      const { page } = tabs[0];
+      for (const agent of ['e2e phone', 'e2e laptop']) {
+        const r = await device('POST', '/api/v1/login', { agent, body: { email: who.email, password: who.password } });
+        assertEqual(r.status, 200, `login of ${agent}`);
+        devices[agent] = r.body;
+      }
+      await act(page, '#reload-sessions');
+      await until('three sessions listed', async () => (await sessionCount(page)) === 3, 5_000);
+      const agents = await page.locator('#sessions tbody tr td:nth-child(2)').allInnerTexts();
+      assert(agents.includes('e2e phone') && agents.includes('e2e laptop'), `devices listed: ${agents.join(' | ')}`);
+      await shotS(page, 'three-sessions', { fullPage: true });
+      // End the phone's session from its row.
+      await page.locator('#sessions tbody tr', { hasText: 'e2e phone' }).locator('button.end-session').click();
+      await statusIs(page, /^Session .* ended\.$/);
+      await until('two sessions listed', async () => (await sessionCount(page)) === 2, 5_000);
+      const phone = devices['e2e phone'];
+      assertEqual((await device('GET', '/api/v1/user', { token: phone.access_token })).status, 401, 'phone access token');
+      const grant = await device('POST', '/api/v1/token/refresh', { body: { refresh_token: phone.refresh_token } });
+      assertEqual(`${grant.status} ${grant.body?.error}`, '401 invalid_grant', 'phone refresh token');
+      // Log out every other device.
+      await act(page, '#logout-others');
+      await statusIs(page, /^Logged out everywhere else/);
+      await until('one session listed', async () => (await sessionCount(page)) === 1, 5_000);
+      const laptop = devices['e2e laptop'];
+      assertEqual((await device('GET', '/api/v1/user', { token: laptop.access_token })).status, 401, 'laptop access token');
+      const grant2 = await device('POST', '/api/v1/token/refresh', { body: { refresh_token: laptop.refresh_token } });
+      assertEqual(`${grant2.status} ${grant2.body?.error}`, '401 invalid_grant', 'laptop refresh token');
+      await shotS(page, 'others-logged-out', { fullPage: true });
+    }],
+
+    ['session-ended-elsewhere-one-refresh-then-login-form', async () => {
+      const tab = tabs[0];
+      const tablet = await device('POST', '/api/v1/login', { agent: 'e2e tablet', body: { email: who.email, password: who.password } });
+      assertEqual(tablet.status, 200, 'login of the tablet');
+      const listed = await device('GET', '/api/v1/sessions', { token: tablet.body.access_token });
+      const target = listed.body.find((s) => !s.current);
+      assert(target, `sessions seen by the tablet: ${JSON.stringify(listed.body)}`);
+      assertEqual((await device('DELETE', `/api/v1/sessions/${target.id}`, { token: tablet.body.access_token })).status, 204,
+        'DELETE of the browser session by the tablet');
+      const sentBefore = await number(tab.page, 'refreshes-sent');
+      const from = tab.log.responses.length;
+      await act(tab.page, '#refresh');
+      await statusIs(tab.page, /^Your session has ended/);
+      assert(await tab.page.locator('#login-section').isVisible(), 'login form not shown');
+      const seen = apiResponses(tab, from);
+      assertEqual(seen.join(', '), 'GET /api/v1/user 401, POST /api/v1/token/refresh 401', 'requests after the session ended');
+      assertEqual(await number(tab.page, 'refreshes-sent'), sentBefore, 'successful refreshes');
+      await shotS(tab.page, 'session-ended-elsewhere', { fullPage: true });
+    }],
+
+    ['no-page-errors', async () => {
+      for (const tab of allTabs) {
+        const errors = tab.log.console.filter((l) => /^(error|pageerror)/.test(l))
+          // 401s are part of the checks above; Chromium logs them as failed loads.
+          .filter((l) => !/Failed to load resource: the server responded with a status of 401/.test(l));
+        assert(errors.length === 0, `console errors in tab ${tab.n}: ${errors.join(' | ')}`);
+        assert(tab.log.failedRequests.length === 0, `failed requests in tab ${tab.n}: ${tab.log.failedRequests.join(' | ')}`);
+      }
+    }],
+  ]);
+  await closeCtx();
+  return failedSessions;
+}

@@ -1,4 +1,6 @@
-//! `JsonBody<T>`: the request-body extractor of every route that takes JSON.
+//! `JsonBody<T>`: the request-body extractor of every route that takes JSON;
+//! [`FormBody`]: the same for the form-encoded OAuth endpoints (RFC 7662,
+//! RFC 7009).
 //!
 //! poem-openapi's own `Json<T>` answers every problem with a plain-text 400
 //! and accepts any `application/*+json`. The contract wants finer answers
@@ -42,18 +44,7 @@ impl<T: FromJsonObject> JsonBody<T> {
         if !self.content_type.as_deref().is_some_and(is_json) {
             return Err(ApiError::UnsupportedMediaType);
         }
-        let mut bytes = Vec::new();
-        self.body
-            .into_async_read()
-            .take(MAX_BODY_BYTES as u64 + 1)
-            .read_to_end(&mut bytes)
-            .await
-            .map_err(|e| {
-                ApiError::BadRequest(format!("the request body could not be read: {e}"))
-            })?;
-        if bytes.len() > MAX_BODY_BYTES {
-            return Err(ApiError::PayloadTooLarge);
-        }
+        let bytes = read_capped(self.body).await?;
         let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
             ApiError::BadRequest(format!("the request body is not valid JSON: {e}"))
         })?;
@@ -67,10 +58,127 @@ impl<T: FromJsonObject> JsonBody<T> {
     }
 }
 
+/// Reads a whole body, at most [`MAX_BODY_BYTES`] (chunked bodies are cut
+/// off here; a declared length over the limit is refused before routing).
+async fn read_capped(body: Body) -> Result<Vec<u8>, ApiError> {
+    let mut bytes = Vec::new();
+    body.into_async_read()
+        .take(MAX_BODY_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(|e| ApiError::BadRequest(format!("the request body could not be read: {e}")))?;
+    if bytes.len() > MAX_BODY_BYTES {
+        return Err(ApiError::PayloadTooLarge);
+    }
+    Ok(bytes)
+}
+
+/// Whether a `Content-Type` is `media_type`, with or without parameters
+/// such as `charset`.
+fn is_media_type(content_type: &str, media_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    essence.eq_ignore_ascii_case(media_type)
+}
+
 /// `application/json`, with or without parameters such as `charset`.
 fn is_json(content_type: &str) -> bool {
-    let essence = content_type.split(';').next().unwrap_or("").trim();
-    essence.eq_ignore_ascii_case("application/json")
+    is_media_type(content_type, "application/json")
+}
+
+/// The media type of [`FormBody`].
+pub const FORM_MEDIA_TYPE: &str = "application/x-www-form-urlencoded";
+
+/// The parameters of a form-encoded body, in order, percent-decoded (bytes
+/// that are not UTF-8 become U+FFFD: such a value matches no token).
+#[derive(Debug, Default)]
+pub struct FormFields(Vec<(String, String)>);
+
+impl FormFields {
+    /// Parses `a=1&b=2` (`+` is a space).
+    pub fn parse(bytes: &[u8]) -> Self {
+        Self(
+            form_urlencoded::parse(bytes)
+                .map(|(name, value)| (name.into_owned(), value.into_owned()))
+                .collect(),
+        )
+    }
+
+    /// The value of parameter `name`, which may be given at most once
+    /// (RFC 6749 section 3.2: a repeated parameter is `invalid_request`).
+    pub fn at_most_once(&self, name: &str) -> Result<Option<&str>, ApiError> {
+        let mut values = self.0.iter().filter(|(n, _)| n == name);
+        let first = values.next().map(|(_, v)| v.as_str());
+        if values.next().is_some() {
+            return Err(ApiError::InvalidRequest(format!(
+                "the parameter `{name}` is given more than once"
+            )));
+        }
+        Ok(first)
+    }
+}
+
+/// A request type that can be built from form parameters.
+pub trait FromForm: Sized {
+    /// Builds the value, or says what is wrong (`400`).
+    fn from_form(fields: &FormFields) -> Result<Self, ApiError>;
+}
+
+/// A form-encoded request body (`application/x-www-form-urlencoded`) of
+/// type `T`, read on demand, with the limits and answers of [`JsonBody`]:
+/// `415` for another media type, `413` over 64 KiB, the JSON error body.
+pub struct FormBody<T> {
+    content_type: Option<String>,
+    body: Body,
+    _type: PhantomData<T>,
+}
+
+impl<T: FromForm> FormBody<T> {
+    /// Checks the media type, reads at most [`MAX_BODY_BYTES`] and builds `T`.
+    pub async fn parse(self) -> Result<T, ApiError> {
+        if !self
+            .content_type
+            .as_deref()
+            .is_some_and(|c| is_media_type(c, FORM_MEDIA_TYPE))
+        {
+            return Err(ApiError::FormMediaTypeRequired);
+        }
+        let bytes = read_capped(self.body).await?;
+        T::from_form(&FormFields::parse(&bytes))
+    }
+}
+
+impl<'a, T: Type> ApiExtractor<'a> for FormBody<T> {
+    const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::RequestObject];
+
+    type ParamType = ();
+    type ParamRawType = ();
+
+    fn register(registry: &mut Registry) {
+        T::register(registry);
+    }
+
+    fn request_meta() -> Option<MetaRequest> {
+        Some(MetaRequest {
+            description: None,
+            content: vec![MetaMediaType {
+                content_type: FORM_MEDIA_TYPE,
+                schema: T::schema_ref(),
+            }],
+            required: true,
+        })
+    }
+
+    async fn from_request(
+        request: &'a Request,
+        body: &mut RequestBody,
+        _param_opts: ExtractParamOptions<Self::ParamType>,
+    ) -> poem::Result<Self> {
+        Ok(Self {
+            content_type: request.content_type().map(str::to_owned),
+            body: body.take().unwrap_or_else(|_| Body::empty()),
+            _type: PhantomData,
+        })
+    }
 }
 
 impl<'a, T: Type> ApiExtractor<'a> for JsonBody<T> {

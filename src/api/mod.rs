@@ -4,9 +4,11 @@
 //! - [`auth`]: `login`, `refreshToken`, `logout`
 //! - [`sessions`]: `listSessions`, `deleteSession`
 //! - [`jwks`]: `jwks`, the public signing keys
+//! - [`oauth`]: `introspectToken` (RFC 7662) and `revokeToken` (RFC 7009),
+//!   for resource servers and token holders
 //! - [`health`]: the `health` operation
 //! - [`security`]: the `bearerAuth` scheme, where every token is checked
-//! - [`body`]: the JSON request-body extractor
+//! - [`body`]: the JSON and form request-body extractors
 //! - [`client_address`]: who a request comes from, behind trusted proxies
 //!
 //! Handlers return `poem::Result<...Response>`. Each response enum lists the
@@ -19,6 +21,7 @@ pub mod body;
 pub mod client_address;
 pub mod health;
 pub mod jwks;
+pub mod oauth;
 pub mod security;
 pub mod sessions;
 pub mod users;
@@ -43,6 +46,9 @@ pub enum ApiTags {
     /// Public signing keys, for resource servers.
     #[oai(rename = "keys")]
     Keys,
+    /// Token introspection and revocation (RFC 7662, RFC 7009).
+    #[oai(rename = "oauth")]
+    OAuth,
     /// Service health.
     #[oai(rename = "system")]
     System,
@@ -83,6 +89,7 @@ pub fn service() -> OpenApiService<
         auth::AuthApi,
         sessions::SessionsApi,
         jwks::JwksApi,
+        oauth::OAuthApi,
         health::HealthApi,
     ),
     (),
@@ -93,6 +100,7 @@ pub fn service() -> OpenApiService<
             auth::AuthApi,
             sessions::SessionsApi,
             jwks::JwksApi,
+            oauth::OAuthApi,
             health::HealthApi,
         ),
         "tokengate",
@@ -105,7 +113,9 @@ pub fn service() -> OpenApiService<
          which revokes the token for good: its `jti` is stored durably in a denylist \
          that every authenticated route checks.\n\n\
          Tokens are HS256 by default; with EdDSA or ES256 keys, resource servers can \
-         verify them with the public keys at `/.well-known/jwks.json`.\n\n\
+         verify them with the public keys at `/.well-known/jwks.json`, and ask \
+         `POST /api/v1/token/introspect` (RFC 7662) whether one is still valid; \
+         `POST /api/v1/token/revoke` (RFC 7009) ends a token.\n\n\
          Every error is a JSON object `{\"error\": \"<code>\", \"message\": \"...\"}`; \
          `401` answers carry an RFC 6750 `WWW-Authenticate` challenge.",
     )

@@ -4,7 +4,8 @@
 //! [`crate::auth::verdict`]). Every authenticated operation takes a
 //! [`BearerAuth`] or [`BearerUser`] argument, both built by [`authenticate`],
 //! so a new route cannot skip a check; logout takes [`BearerChecked`], whose
-//! storage half runs inside logout's own write.
+//! storage half runs inside logout's own write. Token introspection (RFC
+//! 7662) asks [`check_token`], the same check, about a token it was sent.
 //!
 //! It is written by hand rather than derived because poem-openapi's derived
 //! bearer scheme rejects a missing or non-Bearer header (and an empty token)
@@ -53,30 +54,47 @@ fn presented(request: &Request) -> Result<Presented<'_>, ApiError> {
     ))
 }
 
-/// The first half of every check: the header, the signature, the algorithm
-/// and the claims. Storage is not asked yet.
-fn verify(request: &Request) -> Result<(&Arc<AppState>, VerifiedClaims), ApiError> {
+/// The state and the Bearer token of a request.
+fn bearer_token(request: &Request) -> Result<(&Arc<AppState>, &str), ApiError> {
     let state = request
         .data::<Arc<AppState>>()
         .ok_or_else(|| ApiError::Internal("application state missing".into()))?;
-    let token = match presented(request)? {
-        Presented::Nothing => return Err(ApiError::Unauthenticated),
-        Presented::Token("") => return Err(ApiError::InvalidToken("the access token is empty")),
-        Presented::Token(token) => token,
-    };
-    let claims = state
-        .tokens
-        .verify(token)
-        .map_err(|e| ApiError::InvalidToken(e.description()))?;
-    Ok((state, claims))
+    match presented(request)? {
+        Presented::Nothing => Err(ApiError::Unauthenticated),
+        Presented::Token("") => Err(ApiError::InvalidToken("the access token is empty")),
+        Presented::Token(token) => Ok((state, token)),
+    }
 }
 
-/// Checks a request's token: the only code path that accepts one. What
-/// storage knows about it is one lookup (one reader job, or an answer
-/// remembered while the database provably has not changed); a lookup that
-/// cannot be made is a `503`: fail closed.
-async fn authenticate(request: &Request) -> Result<(VerifiedClaims, User), ApiError> {
-    let (state, claims) = verify(request)?;
+/// The first half of every check: the signature, the algorithm and the
+/// claims. Storage is not asked yet.
+fn verify_token(state: &AppState, token: &str) -> Result<VerifiedClaims, ApiError> {
+    state
+        .tokens
+        .verify(token)
+        .map_err(|e| ApiError::InvalidToken(e.description()))
+}
+
+/// The first half of the check of a request's token (see [`verify_token`]).
+fn verify(request: &Request) -> Result<(&Arc<AppState>, VerifiedClaims), ApiError> {
+    let (state, token) = bearer_token(request)?;
+    Ok((state, verify_token(state, token)?))
+}
+
+/// Checks an access token: the only code path that accepts one, for the
+/// Bearer header of every authenticated route and for token introspection.
+/// What storage knows about it is one lookup (one reader job, or an answer
+/// remembered while the database provably has not changed).
+///
+/// `Err(ApiError::InvalidToken)` is a refusal; any other error (a lookup
+/// that cannot be made is [`ApiError::Unavailable`], a `503`) means the
+/// token could not be judged, and must never be taken for a verdict: fail
+/// closed.
+pub async fn check_token(
+    state: &AppState,
+    token: &str,
+) -> Result<(VerifiedClaims, User), ApiError> {
+    let claims = verify_token(state, token)?;
     let lookup = state.store.lookup(&claims.lookup_key()).await?;
     let now_s = chrono::Utc::now().timestamp();
     verdict::judge(claims.facts(), &lookup, now_s)
@@ -87,6 +105,12 @@ async fn authenticate(request: &Request) -> Result<(VerifiedClaims, User), ApiEr
             verdict::Refusal::UserGone.description(),
         )),
     }
+}
+
+/// Checks a request's Bearer token with [`check_token`].
+async fn authenticate(request: &Request) -> Result<(VerifiedClaims, User), ApiError> {
+    let (state, token) = bearer_token(request)?;
+    check_token(state, token).await
 }
 
 /// A token every check accepts (for routes that need only its claims).

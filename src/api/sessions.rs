@@ -1,12 +1,15 @@
 //! `GET /api/v1/sessions` and `DELETE /api/v1/sessions/{id}`: a user's view
 //! of where they are logged in, and logging one place out.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use poem::web::Data;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
+use poem_openapi::registry::{MetaSchema, MetaSchemaRef};
+use poem_openapi::types::{ParseError, ParseFromJSON, ParseResult, ToJSON, Type};
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::security::BearerAuth;
@@ -29,12 +32,67 @@ pub struct SessionBody {
     /// When it ends by itself: its refresh token expires (or its maximum age
     /// is reached, if sooner).
     pub expires_at: DateTime<Utc>,
-    /// `User-Agent` of the login, if it sent one.
-    pub user_agent: Option<String>,
-    /// Client address of the login, if known.
-    pub ip: Option<String>,
+    /// `User-Agent` of the login, or `null` if it sent none.
+    pub user_agent: NullableString,
+    /// Client address of the login, or `null` if unknown.
+    pub ip: NullableString,
     /// Whether this is the session of the token making the call.
     pub current: bool,
+}
+
+/// A string that is always present in the JSON, as a string or `null`, and
+/// documented so (`nullable: true`); poem-openapi's `Option<String>` would be
+/// documented as a plain string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NullableString(pub Option<String>);
+
+impl Type for NullableString {
+    const IS_REQUIRED: bool = true;
+
+    type RawValueType = String;
+
+    type RawElementValueType = String;
+
+    fn name() -> Cow<'static, str> {
+        "nullable_string".into()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        MetaSchemaRef::Inline(Box::new(MetaSchema {
+            nullable: true,
+            ..MetaSchema::new("string")
+        }))
+    }
+
+    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
+        self.0.as_ref()
+    }
+
+    fn raw_element_iter<'a>(
+        &'a self,
+    ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+        Box::new(self.0.iter())
+    }
+}
+
+impl ParseFromJSON for NullableString {
+    fn parse_from_json(value: Option<serde_json::Value>) -> ParseResult<Self> {
+        match value {
+            None | Some(serde_json::Value::Null) => Ok(Self(None)),
+            Some(serde_json::Value::String(s)) => Ok(Self(Some(s))),
+            Some(other) => Err(ParseError::expected_type(other)),
+        }
+    }
+}
+
+impl ToJSON for NullableString {
+    fn to_json(&self) -> Option<serde_json::Value> {
+        Some(
+            self.0
+                .clone()
+                .map_or(serde_json::Value::Null, serde_json::Value::String),
+        )
+    }
 }
 
 fn from_ms(ms: i64) -> DateTime<Utc> {
@@ -49,8 +107,8 @@ impl SessionBody {
             created_at: from_ms(row.created_at_ms),
             last_used_at: from_ms(row.last_used_at_ms),
             expires_at: DateTime::from_timestamp(row.expires_at, 0).unwrap_or_default(),
-            user_agent: row.user_agent,
-            ip: row.ip,
+            user_agent: NullableString(row.user_agent),
+            ip: NullableString(row.ip),
         }
     }
 }

@@ -174,6 +174,34 @@ pub fn decide(
     }
 }
 
+/// The stored token `presented` is, if it is *current*: of the session's
+/// current `generation` and not expired at `now_s` (RFC 7662 introspection
+/// calls only such a token active; a previous one, even within the reuse
+/// interval, is not). Every stored hash is compared, in constant time.
+pub fn find_current<'a>(
+    presented: &TokenHash,
+    tokens: &'a [StoredToken],
+    generation: i64,
+    now_s: i64,
+) -> Option<&'a StoredToken> {
+    let mut found = None;
+    for token in tokens {
+        if same_hash(&token.hash, presented) {
+            found = Some(token);
+        }
+    }
+    found.filter(|t| t.generation == generation && t.expires_at > now_s)
+}
+
+/// Whether `presented` is any stored token of the session, of any
+/// generation (RFC 7009 revocation ends the session for any of them).
+/// Every stored hash is compared, in constant time.
+pub fn is_any(presented: &TokenHash, tokens: &[StoredToken]) -> bool {
+    tokens.iter().fold(false, |found, token| {
+        same_hash(&token.hash, presented) | found
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,6 +260,31 @@ mod tests {
         assert_eq!(d(&previous.hash, 1_010_001), Decision::Theft);
         assert_eq!(d(&old.hash, 1_000_001), Decision::Theft);
         assert_eq!(d(&new_token(&sid).hash, 1_000_001), Decision::Invalid);
+    }
+
+    #[test]
+    fn only_an_unexpired_token_of_the_current_generation_is_current() {
+        let sid = new_session_id();
+        let (previous, current, expired, other) = (
+            new_token(&sid),
+            new_token(&sid),
+            new_token(&sid),
+            new_token(&sid),
+        );
+        let mut tokens = vec![stored(&previous, 2), stored(&current, 3)];
+        tokens.push(StoredToken {
+            expires_at: 100,
+            ..stored(&expired, 3)
+        });
+        let now = 1_000;
+        assert!(find_current(&current.hash, &tokens, 3, now).is_some());
+        assert!(find_current(&previous.hash, &tokens, 3, now).is_none());
+        assert!(find_current(&expired.hash, &tokens, 3, now).is_none());
+        assert!(find_current(&other.hash, &tokens, 3, now).is_none());
+        for token in [&previous, &current, &expired] {
+            assert!(is_any(&token.hash, &tokens));
+        }
+        assert!(!is_any(&other.hash, &tokens));
     }
 
     #[test]

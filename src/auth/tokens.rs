@@ -230,6 +230,16 @@ impl Tokens {
         }
     }
 
+    /// The `iss` of the tokens issued and accepted.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// The `aud` of the tokens issued and accepted.
+    pub fn audience(&self) -> &str {
+        &self.audience
+    }
+
     /// The key set, when tokens are signed with EdDSA/ES256 keys (`None` with HS256).
     pub fn keys(&self) -> Option<&Arc<KeyStore>> {
         match &self.signer {

@@ -203,7 +203,8 @@ fn read_sqlite(path: &Path, timeout: Duration) -> Result<Dump, StoreError> {
                 })
             })?
             .collect::<Result<_, _>>()?;
-        let mut stmt = tx.prepare("SELECT jti, purge_after FROM revoked_tokens")?;
+        // Both parts of the denylist (the merged table and the log).
+        let mut stmt = tx.prepare("SELECT jti, max(purge_after) FROM revocations GROUP BY jti")?;
         dump.revoked = stmt
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<Result<_, _>>()?;
@@ -219,7 +220,7 @@ fn write_sqlite(path: &Path, timeout: Duration, dump: &Dump) -> Result<bool, Sto
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let rows: i64 = tx.query_row(
         "SELECT (SELECT count(*) FROM users) + (SELECT count(*) FROM sessions)
-              + (SELECT count(*) FROM revoked_tokens)",
+              + (SELECT count(*) FROM revocations)",
         [],
         |r| r.get(0),
     )?;

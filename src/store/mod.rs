@@ -10,10 +10,11 @@
 //!   remembered answer: [`Store::lookup`];
 //! - durable writes, each answered only once committed: revocations and
 //!   logouts of every scope ([`Store::logout`], [`Store::revoke`]), sessions
-//!   ([`Store::start_session`], [`Store::refresh`], [`Store::end_session`]),
-//!   password changes and global logouts ([`Store::change_password`],
-//!   [`Store::revoke_user`]);
-//! - reads of sessions ([`Store::list_sessions`]), health and purging.
+//!   ([`Store::start_session`], [`Store::refresh`], [`Store::end_session`],
+//!   [`Store::revoke_refresh`]), password changes and global logouts
+//!   ([`Store::change_password`], [`Store::revoke_user`]);
+//! - reads of sessions ([`Store::list_sessions`]) and of refresh tokens
+//!   ([`Store::refresh_token_state`], for introspection), health and purging.
 //!
 //! Engines: [`sqlite`] (embedded, the default) and [`postgres`] (for several
 //! processes sharing one database), chosen by the form of `--database` (see
@@ -227,6 +228,17 @@ pub enum Refreshed {
     Theft,
 }
 
+/// A current refresh token, as introspection (RFC 7662) shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshTokenState {
+    /// The session's user.
+    pub user_id: i64,
+    /// The session.
+    pub sid: String,
+    /// When the token expires, Unix s.
+    pub expires_at: i64,
+}
+
 /// A password change, committed together with its consequences.
 #[derive(Debug, Clone)]
 pub struct PasswordChange {
@@ -366,7 +378,12 @@ impl Store {
             sqlite::pool::must_exist(path)?;
         }
         let timeout = std::time::Duration::from_millis(settings.db_timeout_ms);
-        let (store, writer) = sqlite::SqliteStore::open(path, timeout, settings.lifetimes())?;
+        let (store, writer) = sqlite::SqliteStore::open(
+            path,
+            timeout,
+            settings.lifetimes(),
+            settings.denylist_merge_rows,
+        )?;
         Ok((
             Store::Sqlite(store),
             Running {
@@ -444,6 +461,29 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.refresh(presented, new_hash).await,
             Store::Postgres(s) => s.refresh(presented, new_hash).await,
+        }
+    }
+
+    /// What a presented refresh token is, if it is *current* (of the current
+    /// generation of an active session, unexpired). A read: it never counts
+    /// as a use, let alone a reuse, and writes nothing.
+    pub async fn refresh_token_state(
+        &self,
+        presented: &Presented,
+    ) -> Result<Option<RefreshTokenState>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.refresh_token_state(presented).await,
+            Store::Postgres(s) => s.refresh_token_state(presented).await,
+        }
+    }
+
+    /// Ends the session of a presented refresh token of any generation
+    /// (RFC 7009), durably; `false` if it matches no stored token of a
+    /// session still active (nothing is written then).
+    pub async fn revoke_refresh(&self, presented: Presented) -> Result<bool, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.revoke_refresh(presented).await,
+            Store::Postgres(s) => s.revoke_refresh(presented).await,
         }
     }
 

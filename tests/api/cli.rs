@@ -177,7 +177,7 @@ async fn purge_deletes_expired_revocations_and_prints_how_many() {
     assert_eq!(first_number(&stdout(&output)), 1, "{}", stdout(&output));
 
     let mut remaining: Vec<String> = conn
-        .prepare("SELECT jti FROM revoked_tokens ORDER BY jti")
+        .prepare("SELECT jti FROM revocations ORDER BY jti")
         .unwrap()
         .query_map([], |row| row.get(0))
         .unwrap()

@@ -106,6 +106,14 @@ async fn wrong_method_answers_405_json() {
         (Method::POST, "/api/v1/logout", "DELETE"),
         (Method::DELETE, "/health", "GET"),
         (Method::TRACE, "/health", "GET"),
+        // A path with a parameter: the document's template must match it.
+        (
+            Method::GET,
+            "/api/v1/sessions/AAAAAAAAAAAAAAAAAAAAAAAA",
+            "DELETE",
+        ),
+        (Method::POST, "/api/v1/sessions/1", "DELETE"),
+        (Method::PUT, "/api/v1/sessions", "GET"),
     ] {
         let response = app
             .client

@@ -84,7 +84,7 @@ async fn replaced_database_file_is_followed_not_written_behind_its_back() {
     );
     let revoked: i64 = rusqlite::Connection::open(&db)
         .unwrap()
-        .query_row("SELECT count(*) FROM revoked_tokens", [], |row| row.get(0))
+        .query_row("SELECT count(*) FROM revocations", [], |row| row.get(0))
         .unwrap();
     assert_eq!(revoked, 1, "the revocation is in the file at the path");
 }

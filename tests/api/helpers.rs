@@ -1135,9 +1135,22 @@ fn bridge_params<P: rusqlite::Params>(
     })
 }
 
-/// SQLite's SQL as PostgreSQL wants it.
+/// SQLite's SQL as PostgreSQL wants it. PostgreSQL keeps the denylist in
+/// one table: SQLite's two parts (`revocations` is both, `revocation_log`
+/// the unmerged part) read as that table, and as an empty log.
 fn pg_sql(sql: &str) -> String {
     let mut out = sql.to_owned();
+    if has_word(&out, "revocation_log") {
+        let log = if out.trim_start().to_ascii_uppercase().starts_with("INSERT") {
+            "revoked_tokens"
+        } else {
+            "(SELECT jti, purge_after FROM revoked_tokens WHERE false) AS revocation_log"
+        };
+        out = out.replace("revocation_log", log);
+    }
+    if has_word(&out, "revocations") {
+        out = out.replace("revocations", "revoked_tokens");
+    }
     for i in (1..=32).rev() {
         out = out.replace(&format!("?{i}"), &format!("${i}"));
     }
@@ -1146,6 +1159,17 @@ fn pg_sql(sql: &str) -> String {
         return format!("{trimmed} CASCADE");
     }
     out
+}
+
+/// Whether `name` occurs in `sql` as a whole word.
+fn has_word(sql: &str, name: &str) -> bool {
+    let bytes = sql.as_bytes();
+    let is_word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    sql.match_indices(name).any(|(at, _)| {
+        let before = at.checked_sub(1).map(|i| bytes[i]);
+        let after = bytes.get(at + name.len()).copied();
+        !before.is_some_and(is_word) && !after.is_some_and(is_word)
+    })
 }
 
 /// Runs one statement on PostgreSQL on a thread of its own (the caller may

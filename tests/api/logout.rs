@@ -119,7 +119,7 @@ async fn logout_stores_the_jti_until_its_expiry_plus_the_leeway() {
     let purge_after: i64 = app
         .db()
         .query_row(
-            "SELECT purge_after FROM revoked_tokens WHERE jti = ?1",
+            "SELECT purge_after FROM revocations WHERE jti = ?1",
             [claims["jti"].as_str().unwrap()],
             |row| row.get(0),
         )
@@ -208,7 +208,7 @@ async fn expired_revocations_are_purged_periodically() {
     .unwrap();
     let count = |jti: &str| -> i64 {
         db.query_row(
-            "SELECT count(*) FROM revoked_tokens WHERE jti = ?1",
+            "SELECT count(*) FROM revocations WHERE jti = ?1",
             [jti],
             |row| row.get(0),
         )
@@ -243,6 +243,62 @@ async fn a_token_used_just_before_it_is_revoked_elsewhere_is_rejected_right_afte
     app.db()
         .execute(
             "INSERT INTO revoked_tokens (jti, purge_after) VALUES (?1, ?2)",
+            rusqlite::params![jti, now() + 3600],
+        )
+        .unwrap();
+    assert_invalid_token(app.current_user_with(&token).await).await;
+    assert_invalid_token(app.logout_with(&token).await).await;
+}
+
+#[tokio::test]
+async fn revocations_stay_rejected_through_merges_of_the_log_and_a_restart() {
+    // New revocations are appended to a log and merged into the table keyed
+    // by jti every few rows (here 3): a token must be refused at every stage.
+    let app = spawn_app_with(|s| s.denylist_merge_rows = 3).await;
+    let user = app.register_user("merge@example.com").await;
+    let mut tokens = Vec::new();
+    for _ in 0..10 {
+        let token = app.login_token(&user).await;
+        assert_eq!(app.current_user_with(&token).await.status(), StatusCode::OK);
+        assert_eq!(
+            app.logout_with(&token).await.status(),
+            StatusCode::NO_CONTENT
+        );
+        tokens.push(token);
+        for token in &tokens {
+            assert_invalid_token(app.current_user_with(token).await).await;
+        }
+    }
+    let (merged, logged): (i64, i64) = app
+        .db()
+        .query_row(
+            "SELECT (SELECT count(*) FROM revoked_tokens), (SELECT count(*) FROM revocation_log)",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(merged + logged, 10);
+    assert!(
+        merged >= 9 && logged <= 1,
+        "merged {merged}, in the log {logged}"
+    );
+    let app = app.stop().await.restart().await;
+    for token in &tokens {
+        assert_invalid_token(app.current_user_with(token).await).await;
+    }
+}
+
+#[tokio::test]
+async fn a_revocation_appended_to_the_log_by_another_process_is_seen_at_once() {
+    let app = spawn_app().await;
+    let (_, token) = app.user_with_token("log@example.com").await;
+    for _ in 0..3 {
+        assert_eq!(app.current_user_with(&token).await.status(), StatusCode::OK);
+    }
+    let jti = claims_of(&token)["jti"].as_str().unwrap().to_owned();
+    app.db()
+        .execute(
+            "INSERT INTO revocation_log (jti, purge_after) VALUES (?1, ?2)",
             rusqlite::params![jti, now() + 3600],
         )
         .unwrap();

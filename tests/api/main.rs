@@ -19,6 +19,7 @@ mod keys;
 mod login;
 mod logout;
 mod migrations;
+mod oauth;
 mod on_postgres;
 mod openapi;
 mod postgres;

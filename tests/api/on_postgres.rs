@@ -20,6 +20,8 @@ mod health;
 mod login;
 #[path = "logout.rs"]
 mod logout;
+#[path = "oauth.rs"]
+mod oauth;
 #[path = "register.rs"]
 mod register;
 #[path = "sessions.rs"]

@@ -108,6 +108,8 @@ async fn document_names_every_operation() {
         ("/api/v1/sessions/{id}", "delete", "deleteSession"),
         ("/api/v1/user/password", "put", "changePassword"),
         ("/.well-known/jwks.json", "get", "jwks"),
+        ("/api/v1/token/introspect", "post", "introspectToken"),
+        ("/api/v1/token/revoke", "post", "revokeToken"),
         ("/health", "get", "health"),
     ];
     for (path, method, id) in operations {

@@ -93,6 +93,18 @@ impl Node {
         .await
     }
 
+    /// RFC 7009 revocation of `token`.
+    async fn revoke(&self, token: &str) -> StatusCode {
+        self.send(
+            self.client
+                .post(self.url("/api/v1/token/revoke"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!("token={token}")),
+        )
+        .await
+        .0
+    }
+
     async fn logout(&self, token: &str, scope: &str) -> StatusCode {
         self.send(
             self.client
@@ -208,6 +220,16 @@ async fn three_processes_honour_each_others_writes_on_their_very_next_request() 
             c.refresh(&rotated.refresh).await.0,
             StatusCode::UNAUTHORIZED
         );
+
+        // RFC 7009: revoking a refresh token ends its session; revoking an
+        // access token puts it in the denylist.
+        let p = a.login(email, &password).await;
+        assert_eq!(a.revoke(&p.refresh).await, StatusCode::OK);
+        refused_everywhere(&[b, c], &p.access, "refresh token revoked").await;
+        assert_eq!(c.refresh(&p.refresh).await.0, StatusCode::UNAUTHORIZED);
+        let p = b.login(email, &password).await;
+        assert_eq!(a.revoke(&p.access).await, StatusCode::OK);
+        refused_everywhere(&[b, c], &p.access, "access token revoked").await;
 
         // Password change: every other session and every older token ends.
         let (caller, other) = (
@@ -365,6 +387,13 @@ async fn postgres_stopped_mid_storm_gives_503_then_recovers_with_every_acknowled
         )
         .await,
         b.send(b.client.get(b.url("/health"))).await,
+        b.send(
+            b.client
+                .post(b.url("/api/v1/token/revoke"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!("token={}", pair.refresh)),
+        )
+        .await,
     ];
     for (status, body) in &checks {
         assert_eq!(*status, StatusCode::SERVICE_UNAVAILABLE, "{body}");

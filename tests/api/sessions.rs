@@ -288,10 +288,17 @@ async fn a_token_issued_in_the_same_second_as_a_global_logout_is_judged_by_its_o
     // issued just after is accepted. Repeat until all three steps fell into
     // one second (a second boundary in between proves nothing).
     let (app, user) = app_with_user().await;
-    for _ in 0..20 {
-        let caller = app.login_pair(&user).await;
-        let before = app.login_pair(&user).await;
-        let response = app.logout_query(&caller.access, "scope=global").await;
+    for _ in 0..50 {
+        // Set-up outside the timed steps: a session to refresh, and a caller
+        // (a token without sid, dated ahead so earlier rounds' marks spare it).
+        let session = app.login_pair(&user).await;
+        let mut caller = valid_claims(user.id);
+        caller["iat"] = json!(now() + 5);
+        let caller = forge(&caller);
+        // The timed steps: a token issued (by a refresh, no password hash),
+        // the global logout, a token issued after it (a login).
+        let before = app.refresh_pair(&session.refresh).await;
+        let response = app.logout_query(&caller, "scope=global").await;
         assert_eq!(response.status(), StatusCode::NO_CONTENT);
         let after = app.login_pair(&user).await;
         let second = |p: &Pair| claims_of(&p.access)["iat"].as_i64().unwrap();

@@ -1,7 +1,9 @@
 // Checks the names openapi-typescript generated from openapi/openapi.yaml:
-// the schema types must be the document's own clean names (User, Token, Error,
-// RegisterRequest, LoginRequest, Health), not InlineResponse200-style or
-// numbered ones, and the operations must be named by their operationIds.
+// the schema types must be the document's own clean names (User, Token,
+// Session, ...), not InlineResponse200-style or numbered ones, and the
+// operations must be named by their operationIds. Every name listed below
+// must be there; a name the document adds later passes if it is clean (its
+// root type is the schema's own name) and is shown as a `#` line.
 //
 //   node e2e/clients/ts/check-names.mjs e2e/clients/ts/generated/schema.d.ts
 import fs from 'node:fs';
@@ -17,21 +19,29 @@ function check(name, ok, detail) {
   }
 }
 
-const expectedSchemas = ['Error', 'Health', 'LoginRequest', 'RegisterRequest', 'Token', 'User'];
-const expectedOperations = ['currentUser', 'health', 'login', 'logout', 'register'];
+const expectedSchemas = ['ChangePasswordRequest', 'Error', 'Health', 'Jwk', 'JwkSet', 'LoginRequest', 'LogoutScope',
+  'RefreshRequest', 'RegisterRequest', 'Session', 'Token', 'User'];
+const expectedOperations = ['changePassword', 'currentUser', 'deleteSession', 'health', 'jwks', 'listSessions',
+  'login', 'logout', 'refreshToken', 'register'];
 const ugly = /Inline|Response\d|Request\d|_\d|\d+$|^Schema|Anonymous|Object\d*$/;
 
 const rootTypes = [...source.matchAll(/^export type (\w+) = components\['schemas'\]\['(\w+)'\];$/gm)];
 const names = rootTypes.map((m) => m[1]).sort();
-check('type-names',
-  JSON.stringify(names) === JSON.stringify(expectedSchemas) && rootTypes.every((m) => m[1] === m[2]) && !names.some((n) => ugly.test(n)),
-  `root types generated: ${JSON.stringify(rootTypes.map((m) => `${m[1]}=${m[2]}`))}, expected ${JSON.stringify(expectedSchemas)}`);
+const missingSchemas = expectedSchemas.filter((n) => !names.includes(n));
+const uglySchemas = rootTypes.filter((m) => m[1] !== m[2] || ugly.test(m[1])).map((m) => `${m[1]}=${m[2]}`);
+const extraSchemas = names.filter((n) => !expectedSchemas.includes(n));
+if (extraSchemas.length) console.log(`#   schemas not listed in check-names.mjs (clean, so accepted): ${extraSchemas.join(', ')}`);
+check('type-names', missingSchemas.length === 0 && uglySchemas.length === 0,
+  `missing: ${JSON.stringify(missingSchemas)}, not clean: ${JSON.stringify(uglySchemas)}; generated: ${JSON.stringify(names)}`);
 
 const opsBlock = source.slice(source.indexOf('export interface operations {'));
 const operations = [...opsBlock.matchAll(/^ {4}(\w+): \{$/gm)].map((m) => m[1]).sort();
-check('operation-names',
-  JSON.stringify(operations) === JSON.stringify(expectedOperations),
-  `operations generated: ${JSON.stringify(operations)}, expected ${JSON.stringify(expectedOperations)}`);
+const missingOperations = expectedOperations.filter((n) => !operations.includes(n));
+const uglyOperations = operations.filter((n) => ugly.test(n) || /^(get|post|put|delete)_/.test(n));
+const extraOperations = operations.filter((n) => !expectedOperations.includes(n));
+if (extraOperations.length) console.log(`#   operations not listed in check-names.mjs: ${extraOperations.join(', ')}`);
+check('operation-names', missingOperations.length === 0 && uglyOperations.length === 0,
+  `missing: ${JSON.stringify(missingOperations)}, not operationIds: ${JSON.stringify(uglyOperations)}; generated: ${JSON.stringify(operations)}`);
 
 // No inline (anonymous) object schema in any response: every JSON body is a $ref
 // to a named schema, so a client gets a named type for it.

@@ -2,7 +2,10 @@
 // types from openapi-typescript (generated/schema.d.ts, made by e2e/run and
 // not committed), calls through openapi-fetch.
 //
-//   register -> login -> currentUser -> logout -> currentUser is rejected
+//   register -> login -> currentUser -> sessions: a second and third login,
+//   listSessions, refreshToken (rotation, the previous token within the reuse
+//   interval, a bad token), deleteSession, logout?scope=others, changePassword
+//   -> logout -> currentUser is rejected
 //
 // The file must type-check with `tsc --noEmit` in strict mode: the request
 // bodies, the success bodies and the typed 401 error body all come from the
@@ -13,7 +16,10 @@ import type {
   paths,
   Error as ApiError,
   LoginRequest,
+  LogoutScope,
+  RefreshRequest,
   RegisterRequest,
+  Session,
   Token,
   User,
 } from "./generated/schema.js";
@@ -90,6 +96,181 @@ let me: User | undefined;
     response.status === 200 && data?.email === registration.email.toLowerCase() && Number.isInteger(data.id),
     `status ${response.status}, data ${JSON.stringify(data)}, error ${JSON.stringify(error)}`,
   );
+}
+
+// --- sessions -----------------------------------------------------------------
+
+/** The `sid` claim of an access token. */
+function sidOf(jwt: string): string {
+  const claims: unknown = JSON.parse(Buffer.from(jwt.split(".")[1] ?? "", "base64url").toString());
+  return typeof claims === "object" && claims !== null && "sid" in claims && typeof claims.sid === "string"
+    ? claims.sid
+    : "";
+}
+
+const credentials: LoginRequest = { email: registration.email, password: registration.password };
+/** Logs in (a new session) without touching the bearer middleware's token. */
+async function loginPair(): Promise<Token | undefined> {
+  const saved = token;
+  token = null;
+  const { data } = await client.POST("/api/v1/login", { body: credentials });
+  token = saved;
+  return data;
+}
+
+/** Calls GET /api/v1/user with `bearer`: the status. */
+async function userStatusWith(bearer: string): Promise<number> {
+  const saved = token;
+  token = bearer;
+  const { response } = await client.GET("/api/v1/user");
+  token = saved;
+  return response.status;
+}
+
+// The login above is session 1 (the bearer token); two more logins are two other devices.
+const mine: string = token ?? "";
+const second = await loginPair();
+const third = await loginPair();
+check(
+  "more-logins-more-sessions",
+  second !== undefined && third !== undefined && new Set([mine, second.access_token, third.access_token].map(sidOf)).size === 3,
+  `sessions ${[mine, second?.access_token ?? "", third?.access_token ?? ""].map(sidOf).join(", ")}`,
+);
+
+// listSessions -> 200 Session[], newest first, the caller's marked current
+{
+  const { data, error, response } = await client.GET("/api/v1/sessions");
+  assertType<Equals<typeof data, Session[] | undefined>>();
+  const current = data?.filter((s) => s.current) ?? [];
+  const newestFirst = (data ?? []).every((s, i, all) => i === 0 || Date.parse(all[i - 1]?.created_at ?? "") >= Date.parse(s.created_at));
+  check(
+    "list-sessions-200",
+    response.status === 200 && data?.length === 3 && current.length === 1 && current[0]?.id === sidOf(mine) &&
+      newestFirst && data.every((s) => typeof s.user_agent === "string" && !Number.isNaN(Date.parse(s.expires_at))),
+    `status ${response.status}, data ${JSON.stringify(data)}, error ${JSON.stringify(error)}`,
+  );
+}
+
+// refreshToken -> 200 Token: a new pair of the same session
+let refreshed: Token | undefined;
+{
+  const presented: RefreshRequest = { refresh_token: second?.refresh_token ?? "" };
+  const { data, error, response } = await client.POST("/api/v1/token/refresh", { body: presented });
+  assertType<Equals<typeof data, Token | undefined>>();
+  assertType<Equals<typeof error, ApiError | undefined>>();
+  refreshed = data;
+  check(
+    "refresh-200-same-session",
+    response.status === 200 && data !== undefined && data.refresh_token !== second?.refresh_token &&
+      data.access_token !== second?.access_token && sidOf(data.access_token) === sidOf(second?.access_token ?? "") &&
+      typeof data.refresh_expires_at === "string",
+    `status ${response.status}, data ${JSON.stringify(data)}, error ${JSON.stringify(error)}`,
+  );
+  check(
+    "refreshed-access-token-works",
+    data !== undefined && (await userStatusWith(data.access_token)) === 200,
+    "GET /api/v1/user with the refreshed access token was refused",
+  );
+}
+
+// The previous refresh token again, within the reuse interval (another tab): a working pair.
+{
+  const { data, response } = await client.POST("/api/v1/token/refresh", {
+    body: { refresh_token: second?.refresh_token ?? "" },
+  });
+  check(
+    "refresh-previous-within-reuse-interval-200",
+    response.status === 200 && data !== undefined && sidOf(data.access_token) === sidOf(second?.access_token ?? "") &&
+      (await userStatusWith(data.access_token)) === 200,
+    `status ${response.status}`,
+  );
+}
+
+// A refresh token that is not one -> 401, the typed Error, invalid_grant
+{
+  const { data, error, response } = await client.POST("/api/v1/token/refresh", {
+    body: { refresh_token: "not-a-refresh-token" },
+  });
+  const body: ApiError | undefined = error;
+  check(
+    "refresh-401-invalid-grant",
+    response.status === 401 && data === undefined && body?.error === "invalid_grant" &&
+      response.headers.get("www-authenticate") === 'Bearer realm="tokengate"',
+    `status ${response.status}, error ${JSON.stringify(error)}, www-authenticate ${response.headers.get("www-authenticate")}`,
+  );
+}
+
+// deleteSession -> 204; its tokens stop working; the same id again -> 404
+{
+  const id = sidOf(second?.access_token ?? "");
+  const { data, error, response } = await client.DELETE("/api/v1/sessions/{id}", { params: { path: { id } } });
+  check(
+    "delete-session-204",
+    response.status === 204 && data === undefined && error === undefined,
+    `status ${response.status}, error ${JSON.stringify(error)}`,
+  );
+  const grant = await client.POST("/api/v1/token/refresh", { body: { refresh_token: refreshed?.refresh_token ?? "" } });
+  check(
+    "deleted-session-tokens-refused",
+    (await userStatusWith(refreshed?.access_token ?? "")) === 401 && grant.response.status === 401 &&
+      grant.error?.error === "invalid_grant",
+    `refresh after delete: ${grant.response.status} ${JSON.stringify(grant.error)}`,
+  );
+  const again = await client.DELETE("/api/v1/sessions/{id}", { params: { path: { id } } });
+  const notFound: ApiError | undefined = again.error;
+  check(
+    "delete-session-again-404",
+    again.response.status === 404 && notFound?.error === "not_found",
+    `status ${again.response.status}, error ${JSON.stringify(again.error)}`,
+  );
+}
+
+// logout?scope=others -> 204: the third session ends, this one stays
+{
+  const scope: LogoutScope = "others";
+  const { error, response } = await client.DELETE("/api/v1/logout", { params: { query: { scope } } });
+  const sessions = await client.GET("/api/v1/sessions");
+  check(
+    "logout-others-204",
+    response.status === 204 && error === undefined && (await userStatusWith(third?.access_token ?? "")) === 401 &&
+      (await userStatusWith(mine)) === 200 && sessions.data?.length === 1 && sessions.data[0]?.current === true,
+    `status ${response.status}, error ${JSON.stringify(error)}, sessions ${JSON.stringify(sessions.data)}`,
+  );
+}
+
+// A scope the document does not list is a type error, and a 422 at run time.
+{
+  // @ts-expect-error "everywhere" is not a LogoutScope
+  const { error, response } = await client.DELETE("/api/v1/logout", { params: { query: { scope: "everywhere" } } });
+  check(
+    "logout-unknown-scope-422",
+    response.status === 422 && error?.error === "validation_failed",
+    `status ${response.status}, error ${JSON.stringify(error)}`,
+  );
+}
+
+// changePassword: a wrong current password -> 403; the right one -> 200 Token,
+// a new pair for this session, and the token that asked is refused from now on.
+{
+  const wrong = await client.PUT("/api/v1/user/password", {
+    body: { current_password: "not the password", new_password: "a new long password" },
+  });
+  check(
+    "change-password-403-wrong-current",
+    wrong.response.status === 403 && wrong.error?.error === "invalid_credentials",
+    `status ${wrong.response.status}, error ${JSON.stringify(wrong.error)}`,
+  );
+  const { data, error, response } = await client.PUT("/api/v1/user/password", {
+    body: { current_password: registration.password, new_password: "a new long password" },
+  });
+  assertType<Equals<typeof data, Token | undefined>>();
+  check(
+    "change-password-200-new-pair",
+    response.status === 200 && data !== undefined && sidOf(data.access_token) === sidOf(mine) &&
+      (await userStatusWith(mine)) === 401 && (await userStatusWith(data.access_token)) === 200,
+    `status ${response.status}, data ${JSON.stringify(data)}, error ${JSON.stringify(error)}`,
+  );
+  token = data?.access_token ?? null;
 }
 
 // logout -> 204, no body

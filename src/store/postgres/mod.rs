@@ -113,12 +113,12 @@ use tokio_postgres::error::SqlState;
 use self::connect::Target;
 use self::lookup::Lookups;
 use self::throttle::{Limits, LoginAttempt, Reserved};
-use crate::auth::refresh::{Presented, TokenHash};
+use crate::auth::refresh::{self, Presented, StoredToken, TokenHash};
 use crate::auth::verdict::{judge, Refusal, TokenFacts};
 use crate::store::sqlite::sessions::Clock;
 use crate::store::{
     Checked, CreateError, Credentials, Lifetimes, LogoutScope, Lookup, LookupKey, NewSession,
-    PasswordChange, Purged, Refreshed, SessionRow, StoreError, TokenToEnd, User,
+    PasswordChange, Purged, RefreshTokenState, Refreshed, SessionRow, StoreError, TokenToEnd, User,
 };
 
 /// How many times a write is retried after a serialization failure or a
@@ -425,6 +425,55 @@ impl PgStore {
         pg_write!(&self.db, |tx| {
             let clock = Clock::at(Utc::now().timestamp_millis(), &lifetimes);
             sessions::refresh(tx, &presented, &new_hash, &clock).await
+        })
+    }
+
+    /// One statement (one snapshot for the session and its tokens); a read,
+    /// never counted as a use.
+    pub(crate) async fn refresh_token_state(
+        &self,
+        presented: &Presented,
+    ) -> Result<Option<RefreshTokenState>, StoreError> {
+        let now_s = Utc::now().timestamp();
+        pg_read!(&self.db, |client| {
+            let stmt = client
+                .prepare_cached(
+                    "SELECT s.user_id, s.generation, t.hash, t.generation, t.expires_at
+                     FROM sessions s JOIN refresh_tokens t ON t.session_id = s.id
+                     WHERE s.id = $1 AND s.ended_at IS NULL
+                       AND s.refresh_expires_at > $2 AND s.max_expires_at > $2",
+                )
+                .await?;
+            let rows = client.query(&stmt, &[&presented.sid, &now_s]).await?;
+            let Some(first) = rows.first() else {
+                return Ok(None);
+            };
+            let (user_id, generation): (i64, i64) = (first.get(0), first.get(1));
+            let tokens: Vec<StoredToken> = rows
+                .iter()
+                .map(|row| StoredToken {
+                    hash: row.get(2),
+                    generation: row.get(3),
+                    expires_at: row.get(4),
+                })
+                .collect();
+            Ok(
+                refresh::find_current(&presented.hash, &tokens, generation, now_s).map(|token| {
+                    RefreshTokenState {
+                        user_id,
+                        sid: presented.sid.clone(),
+                        expires_at: token.expires_at,
+                    }
+                }),
+            )
+        })
+    }
+
+    pub(crate) async fn revoke_refresh(&self, presented: Presented) -> Result<bool, StoreError> {
+        let lifetimes = self.lifetimes;
+        pg_write!(&self.db, |tx| {
+            let clock = Clock::at(Utc::now().timestamp_millis(), &lifetimes);
+            sessions::revoke_token(tx, &presented, &clock).await
         })
     }
 

@@ -293,3 +293,62 @@ pub async fn revoke(tx: &Transaction<'_>, jti: &str, purge_after: i64) -> Result
         .await?;
     Ok(tx.execute(&stmt, &[&jti, &purge_after]).await? == 1)
 }
+
+/// The user and current generation of session `sid` if it is active at
+/// `now_s`, the row locked until the end of the transaction.
+async fn lock_active_session(
+    tx: &Transaction<'_>,
+    sid: &str,
+    now_s: i64,
+) -> Result<Option<(i64, i64)>> {
+    let stmt = tx
+        .prepare_cached(
+            "SELECT user_id, generation FROM sessions
+             WHERE id = $1 AND ended_at IS NULL AND refresh_expires_at > $2
+               AND max_expires_at > $2
+             FOR UPDATE",
+        )
+        .await?;
+    Ok(tx
+        .query_opt(&stmt, &[&sid, &now_s])
+        .await?
+        .map(|row| (row.get(0), row.get(1))))
+}
+
+async fn stored_tokens(tx: &Transaction<'_>, sid: &str) -> Result<Vec<StoredToken>> {
+    let stmt = tx
+        .prepare_cached(
+            "SELECT hash, generation, expires_at FROM refresh_tokens WHERE session_id = $1",
+        )
+        .await?;
+    Ok(tx
+        .query(&stmt, &[&sid])
+        .await?
+        .iter()
+        .map(|row| StoredToken {
+            hash: row.get(0),
+            generation: row.get(1),
+            expires_at: row.get(2),
+        })
+        .collect())
+}
+
+/// Ends the session of `presented` if it is a stored refresh token of it,
+/// of any generation (RFC 7009 revocation), with the session row locked.
+/// Returns whether a session ended.
+pub async fn revoke_token(
+    tx: &Transaction<'_>,
+    presented: &refresh::Presented,
+    clock: &Clock,
+) -> Result<bool> {
+    if lock_active_session(tx, &presented.sid, clock.now_s())
+        .await?
+        .is_none()
+    {
+        return Ok(false);
+    }
+    if !refresh::is_any(&presented.hash, &stored_tokens(tx, &presented.sid).await?) {
+        return Ok(false);
+    }
+    end(tx, &presented.sid, None, clock).await
+}

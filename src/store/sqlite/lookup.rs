@@ -10,13 +10,20 @@ use std::sync::{Arc, Mutex};
 use rusqlite::Connection;
 
 use super::changes::Version;
-use super::{denylist, sessions, users};
+use super::denylist::{Denylist, View};
+use super::{sessions, users};
 use crate::store::{Lookup, LookupKey, StoreError};
 
 /// Reads everything the token check needs about `key`, on one connection
-/// (inside one read transaction when the reader batches).
-pub fn facts(conn: &Connection, key: &LookupKey) -> Result<Lookup, StoreError> {
-    let revoked = denylist::is_revoked(conn, &key.jti)?;
+/// (inside one read transaction when the reader batches, or inside the
+/// writer's batch: `view` says which).
+pub fn facts(
+    conn: &Connection,
+    key: &LookupKey,
+    denylist: &Denylist,
+    view: View<'_>,
+) -> Result<Lookup, StoreError> {
+    let revoked = denylist.is_revoked(conn, &key.jti, view)?;
     let session = match &key.sid {
         Some(sid) => sessions::state(conn, sid)?,
         None => None,

@@ -24,7 +24,9 @@ const MIGRATIONS: &[&str] = &[
      ) WITHOUT ROWID;
      CREATE INDEX revoked_tokens_by_expiry ON revoked_tokens (expires_at);",
     // 2 (v2): sessions with refresh tokens (hashes only) and the users'
-    // global-logout mark (tokens issued up to it are rejected).
+    // global-logout mark (tokens issued up to it are rejected). New
+    // revocations are appended to revocation_log and merged into
+    // revoked_tokens in bulk (see denylist.rs for why).
     // A revocation row records when it may go (exp plus the leeway of the
     // server that wrote it), so a purge with a smaller leeway cannot bring a
     // token back; version-1 rows get the largest leeway a server accepts (one
@@ -59,6 +61,14 @@ const MIGRATIONS: &[&str] = &[
          PRIMARY KEY (session_id, hash)
      ) WITHOUT ROWID;
      CREATE INDEX refresh_tokens_by_expiry ON refresh_tokens (expires_at);
+     CREATE TABLE revocation_log (
+         seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+         jti         TEXT    NOT NULL,
+         purge_after INTEGER NOT NULL
+     );
+     CREATE VIEW revocations AS
+         SELECT jti, purge_after FROM revoked_tokens
+         UNION ALL SELECT jti, purge_after FROM revocation_log;
      CREATE TABLE writer_probe (
          id         INTEGER PRIMARY KEY CHECK (id = 1),
          written_at INTEGER NOT NULL

@@ -20,6 +20,7 @@ pub mod users;
 pub mod writer;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -30,11 +31,13 @@ pub use reader::Readers;
 pub use writer::Writer;
 
 use self::changes::Changes;
+use self::denylist::{Denylist, View};
 use self::lookup::LookupCache;
 use crate::auth::refresh::{Presented, TokenHash};
 use crate::store::{
     blocking, Checked, CreateError, Credentials, Lifetimes, LogoutScope, Lookup, LookupKey,
-    NewSession, PasswordChange, Purged, Refreshed, SessionRow, StoreError, TokenToEnd, User,
+    NewSession, PasswordChange, Purged, RefreshTokenState, Refreshed, SessionRow, StoreError,
+    TokenToEnd, User,
 };
 
 /// Threads serving the per-request database reads.
@@ -46,6 +49,7 @@ const LOOKUP_CACHE_TOKENS: usize = 16_384;
 /// The SQLite engine, open and running.
 pub struct SqliteStore {
     pool: Pool,
+    denylist: Arc<Denylist>,
     readers: Readers,
     writer: Writer,
     changes: Option<Changes>,
@@ -61,10 +65,13 @@ impl SqliteStore {
         path: &Path,
         timeout: Duration,
         lifetimes: Lifetimes,
+        merge_rows: usize,
     ) -> Result<(Self, JoinHandle<()>), pool::OpenError> {
         let pool = pool::open(path, timeout)?;
         let fail = |e: StoreError| pool::OpenError::new(path, e.to_string());
-        let (writer, handle) = Writer::start(path, timeout, lifetimes).map_err(fail)?;
+        let denylist = Arc::new(Denylist::new(merge_rows));
+        let (writer, handle) =
+            Writer::start(path, timeout, lifetimes, denylist.clone()).map_err(fail)?;
         let readers = Readers::start(path, READER_THREADS, timeout).map_err(fail)?;
         let changes = Changes::open(path);
         if changes.is_none() {
@@ -73,6 +80,7 @@ impl SqliteStore {
         Ok((
             Self {
                 pool,
+                denylist,
                 readers,
                 writer,
                 changes,
@@ -121,10 +129,11 @@ impl SqliteStore {
             return Ok(found);
         }
         let job_key = key.clone();
+        let denylist = self.denylist.clone();
         // A failed read: nothing remembered before it counts any more.
         let found = self
             .readers
-            .run(move |conn| lookup::facts(conn, &job_key))
+            .run(move |conn| lookup::facts(conn, &job_key, &denylist, View::Committed))
             .await
             .inspect_err(|_| self.lookups.clear())?;
         if let Some(v) = version {
@@ -155,6 +164,34 @@ impl SqliteStore {
         new_hash: TokenHash,
     ) -> Result<Refreshed, StoreError> {
         self.writer.refresh(presented, new_hash).await
+    }
+
+    /// On a reader thread: a read that never counts as a use of the token.
+    pub(crate) async fn refresh_token_state(
+        &self,
+        presented: &Presented,
+    ) -> Result<Option<RefreshTokenState>, StoreError> {
+        let presented = presented.clone();
+        let now_s = Utc::now().timestamp();
+        self.readers
+            .run(move |conn| sessions::current_token(conn, &presented, now_s))
+            .await
+    }
+
+    /// Asks a reader first, so that the writer (and its commits) is used
+    /// only for tokens that really end a session, never for guessed ones;
+    /// the writer checks again inside its transaction.
+    pub(crate) async fn revoke_refresh(&self, presented: Presented) -> Result<bool, StoreError> {
+        let now_s = Utc::now().timestamp();
+        let asked = presented.clone();
+        let known = self
+            .readers
+            .run(move |conn| sessions::is_known_token(conn, &asked, now_s))
+            .await?;
+        if !known {
+            return Ok(false);
+        }
+        self.writer.revoke_refresh(presented).await
     }
 
     pub(crate) async fn list_sessions(&self, user_id: i64) -> Result<Vec<SessionRow>, StoreError> {
@@ -189,7 +226,7 @@ impl SqliteStore {
         self.readers
             .run(|conn| {
                 users::check(conn)?;
-                denylist::is_revoked(conn, "")?;
+                denylist::check(conn)?;
                 Ok(())
             })
             .await?;

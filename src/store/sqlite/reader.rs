@@ -142,9 +142,7 @@ mod tests {
         running.await.unwrap();
 
         let started = std::time::Instant::now();
-        let queued = readers
-            .run(|conn| crate::store::sqlite::denylist::is_revoked(conn, "x"))
-            .await;
+        let queued = readers.run(crate::store::sqlite::denylist::check).await;
         assert!(matches!(queued, Err(StoreError::Timeout(_))), "{queued:?}");
         assert!(started.elapsed() < Duration::from_millis(800));
         // The stuck read itself also gave up instead of hanging its caller.

@@ -11,7 +11,9 @@
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::auth::refresh::{self, Decision, RotationState, StoredToken, TokenHash};
-use crate::store::{Lifetimes, NewSession, Refreshed, SessionRow, SessionState, StoreError};
+use crate::store::{
+    Lifetimes, NewSession, RefreshTokenState, Refreshed, SessionRow, SessionState, StoreError,
+};
 
 /// Now, and the lifetimes the session rules use.
 #[derive(Debug, Clone, Copy)]
@@ -114,18 +116,7 @@ pub fn refresh(
     let Some((user_id, state, max_expires_at)) = session else {
         return Ok(Refreshed::Invalid);
     };
-    let tokens = conn
-        .prepare_cached(
-            "SELECT hash, generation, expires_at FROM refresh_tokens WHERE session_id = ?1",
-        )?
-        .query_map([&presented.sid], |row| {
-            Ok(StoredToken {
-                hash: row.get(0)?,
-                generation: row.get(1)?,
-                expires_at: row.get(2)?,
-            })
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
+    let tokens = stored_tokens(conn, &presented.sid)?;
     let decision = refresh::decide(
         &presented.hash,
         &tokens,
@@ -174,6 +165,88 @@ pub fn refresh(
         user_id,
         refresh_expires_at,
     })
+}
+
+/// The stored refresh tokens of session `sid`, every generation.
+fn stored_tokens(conn: &Connection, sid: &str) -> Result<Vec<StoredToken>, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT hash, generation, expires_at FROM refresh_tokens WHERE session_id = ?1",
+        )?
+        .query_map([sid], |row| {
+            Ok(StoredToken {
+                hash: row.get(0)?,
+                generation: row.get(1)?,
+                expires_at: row.get(2)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?)
+}
+
+/// The user and current generation of session `sid` if it is active at `now_s`.
+fn active_session(
+    conn: &Connection,
+    sid: &str,
+    now_s: i64,
+) -> Result<Option<(i64, i64)>, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT user_id, generation FROM sessions
+             WHERE id = ?1 AND ended_at IS NULL AND refresh_expires_at > ?2 AND max_expires_at > ?2",
+        )?
+        .query_row(params![sid, now_s], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?)
+}
+
+/// What `presented` is, if it is a current refresh token of an active
+/// session at `now_s` ([`refresh::find_current`]). Reads only.
+pub fn current_token(
+    conn: &Connection,
+    presented: &refresh::Presented,
+    now_s: i64,
+) -> Result<Option<RefreshTokenState>, StoreError> {
+    let Some((user_id, generation)) = active_session(conn, &presented.sid, now_s)? else {
+        return Ok(None);
+    };
+    let tokens = stored_tokens(conn, &presented.sid)?;
+    Ok(
+        refresh::find_current(&presented.hash, &tokens, generation, now_s).map(|token| {
+            RefreshTokenState {
+                user_id,
+                sid: presented.sid.clone(),
+                expires_at: token.expires_at,
+            }
+        }),
+    )
+}
+
+/// Whether `presented` is a stored refresh token, of any generation, of a
+/// session active at `now_s` ([`refresh::is_any`]). Reads only.
+pub fn is_known_token(
+    conn: &Connection,
+    presented: &refresh::Presented,
+    now_s: i64,
+) -> Result<bool, StoreError> {
+    if active_session(conn, &presented.sid, now_s)?.is_none() {
+        return Ok(false);
+    }
+    Ok(refresh::is_any(
+        &presented.hash,
+        &stored_tokens(conn, &presented.sid)?,
+    ))
+}
+
+/// Ends the session of `presented` if it is a stored refresh token of it,
+/// of any generation (RFC 7009 revocation). Returns whether a session ended.
+pub fn revoke_token(
+    conn: &Connection,
+    presented: &refresh::Presented,
+    clock: &Clock,
+) -> Result<bool, StoreError> {
+    if !is_known_token(conn, presented, clock.now_s())? {
+        return Ok(false);
+    }
+    end(conn, &presented.sid, None, clock)
 }
 
 /// Rotates the refresh token of session `sid` of `user_id` outright (a

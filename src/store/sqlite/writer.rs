@@ -1,6 +1,6 @@
 //! The group-commit writer: every write whose success answer promises
 //! durability (revocations, logouts of every scope, sessions started,
-//! rotated or ended, password changes, and the probe behind `/health`) goes
+//! rotated, revoked or ended, password changes, and the probe behind `/health`) goes
 //! through one thread that owns its own connection. Writes that depend on the
 //! caller's token re-check it inside the transaction ([`judge`]), and the
 //! refresh rotation reads and writes its session there too: with one writer,
@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
-use super::denylist::{self, Revocation};
+use super::denylist::{Denylist, Pending, Revocation, View};
 use super::pool::LiveConnection;
 use super::sessions::{self, Clock};
 use super::{lookup, users};
@@ -56,6 +56,8 @@ enum Write {
     },
     /// End one session of a user.
     EndSession { user_id: i64, sid: String },
+    /// End the session of a presented refresh token (RFC 7009).
+    RevokeRefresh(Presented),
     /// Change a password, with its consequences.
     ChangePassword(Box<PasswordChange>),
     /// Global logout of a user by e-mail address.
@@ -71,6 +73,7 @@ enum Outcome {
     SessionStarted(i64),
     Refreshed(Refreshed),
     SessionEnded(bool),
+    RefreshRevoked(bool),
     PasswordChanged(Checked<i64>),
     UserRevoked(Option<usize>),
     Probed,
@@ -115,6 +118,7 @@ impl Writer {
         path: &Path,
         timeout: Duration,
         lifetimes: Lifetimes,
+        denylist: Arc<Denylist>,
     ) -> Result<(Self, JoinHandle<()>), StoreError> {
         let conn = LiveConnection::open(path, timeout)?;
         let (queue, requests) = mpsc::unbounded_channel();
@@ -123,7 +127,15 @@ impl Writer {
         let thread_status = status.clone();
         let thread = thread::Builder::new()
             .name("db-writer".into())
-            .spawn(move || write_loop(conn, requests, &thread_status, started, &lifetimes))
+            .spawn(move || {
+                let context = Context {
+                    status: &thread_status,
+                    started,
+                    lifetimes: &lifetimes,
+                    denylist: &denylist,
+                };
+                write_loop(conn, requests, &context)
+            })
             .map_err(|e| StoreError::Task(e.to_string()))?;
         Ok((
             Self {
@@ -198,6 +210,15 @@ impl Writer {
         }
     }
 
+    /// Ends the session of a presented refresh token of any generation;
+    /// `false` if it is no stored token of an active session.
+    pub async fn revoke_refresh(&self, presented: Presented) -> Result<bool, StoreError> {
+        match self.submit(Write::RevokeRefresh(presented)).await? {
+            Outcome::RefreshRevoked(ended) => Ok(ended),
+            _ => Err(unexpected()),
+        }
+    }
+
     /// Changes a password (see [`crate::store::Store::change_password`]).
     pub async fn change_password(
         &self,
@@ -253,16 +274,31 @@ fn unexpected() -> StoreError {
     StoreError::Task("the writer answered another kind of write".into())
 }
 
+/// What the writer thread works with.
+struct Context<'a> {
+    status: &'a Status,
+    started: Instant,
+    lifetimes: &'a Lifetimes,
+    denylist: &'a Denylist,
+}
+
+/// One batch's transaction and what it needs.
+struct Batch<'a> {
+    conn: &'a Connection,
+    clock: Clock,
+    lifetimes: &'a Lifetimes,
+    denylist: &'a Denylist,
+    pending: Pending,
+}
+
 fn write_loop(
     mut live: LiveConnection,
     mut queue: mpsc::UnboundedReceiver<Request>,
-    status: &Status,
-    started: Instant,
-    lifetimes: &Lifetimes,
+    context: &Context<'_>,
 ) {
     let stamp = |at: &AtomicU64| {
         at.store(
-            (started.elapsed().as_millis() as u64).max(1),
+            (context.started.elapsed().as_millis() as u64).max(1),
             Ordering::Release,
         )
     };
@@ -275,19 +311,24 @@ fn write_loop(
             }
         }
         // The path must still name the file we write to (see `pool`).
-        let clock = Clock::at(chrono::Utc::now().timestamp_millis(), lifetimes);
+        let clock = Clock::at(chrono::Utc::now().timestamp_millis(), context.lifetimes);
         match live
             .get_mut()
-            .and_then(|conn| write_batch(conn, &batch, &clock, lifetimes))
+            .and_then(|conn| write_batch(conn, &batch, clock, context))
         {
             Ok(outcomes) => {
-                stamp(&status.last_ok_ms);
+                stamp(&context.status.last_ok_ms);
                 for (request, outcome) in batch.into_iter().zip(outcomes) {
                     let _ = request.reply.send(Ok(outcome));
                 }
+                // Between batches, never inside one: the callers above are
+                // answered before a merge makes the next batch wait.
+                if let Ok(conn) = live.get_mut() {
+                    merge_if_due(conn, context.denylist);
+                }
             }
             Err(e) => {
-                stamp(&status.last_failed_ms);
+                stamp(&context.status.last_failed_ms);
                 tracing::error!(error = %e, writes = batch.len(), "write batch failed");
                 for request in batch {
                     let _ = request.reply.send(Err(e.to_string()));
@@ -306,35 +347,62 @@ fn write_loop(
     }
 }
 
+/// Moves the revocation log into `revoked_tokens` when it is long enough.
+/// A failure only postpones the merge: the log keeps every revocation.
+fn merge_if_due(conn: &mut Connection, denylist: &Denylist) {
+    let merged = (|| -> Result<Option<(i64, usize)>, StoreError> {
+        if !denylist.merge_due(conn)? {
+            return Ok(None);
+        }
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let merged = denylist.merge(&tx)?;
+        tx.commit()?;
+        Ok(Some(merged))
+    })();
+    match merged {
+        Ok(Some((upto, rows))) => {
+            denylist.merged(upto);
+            tracing::debug!(rows, "merged the revocation log");
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "merging the revocation log failed; will retry"),
+    }
+}
+
 fn write_batch(
     conn: &mut Connection,
-    batch: &[Request],
-    clock: &Clock,
-    lifetimes: &Lifetimes,
+    requests: &[Request],
+    clock: Clock,
+    context: &Context<'_>,
 ) -> Result<Vec<Outcome>, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut outcomes = Vec::with_capacity(batch.len());
-    for request in batch {
-        outcomes.push(apply(&tx, &request.write, clock, lifetimes)?);
+    let mut batch = Batch {
+        conn: &tx,
+        clock,
+        lifetimes: context.lifetimes,
+        denylist: context.denylist,
+        pending: Pending::begin(&tx)?,
+    };
+    let mut outcomes = Vec::with_capacity(requests.len());
+    for request in requests {
+        outcomes.push(apply(&mut batch, &request.write)?);
     }
     tx.commit()?;
     Ok(outcomes)
 }
 
 /// Applies one write inside the batch's transaction.
-fn apply(
-    conn: &Connection,
-    write: &Write,
-    clock: &Clock,
-    lifetimes: &Lifetimes,
-) -> Result<Outcome, StoreError> {
+fn apply(batch: &mut Batch<'_>, write: &Write) -> Result<Outcome, StoreError> {
+    let conn = batch.conn;
+    let clock = &batch.clock;
     Ok(match write {
-        Write::Revoke { jti, purge_after } => {
-            Outcome::Revocation(denylist::insert(conn, jti, *purge_after)?)
-        }
-        Write::Logout { token, scope } => {
-            Outcome::Logout(logout(conn, token, *scope, clock, lifetimes)?)
-        }
+        Write::Revoke { jti, purge_after } => Outcome::Revocation(batch.denylist.insert(
+            conn,
+            &mut batch.pending,
+            jti,
+            *purge_after,
+        )?),
+        Write::Logout { token, scope } => Outcome::Logout(logout(batch, token, *scope)?),
         Write::StartSession(session) => {
             Outcome::SessionStarted(sessions::create(conn, session, clock)?)
         }
@@ -345,9 +413,10 @@ fn apply(
         Write::EndSession { user_id, sid } => {
             Outcome::SessionEnded(sessions::end(conn, sid, Some(*user_id), clock)?)
         }
-        Write::ChangePassword(change) => {
-            Outcome::PasswordChanged(change_password(conn, change, clock)?)
+        Write::RevokeRefresh(presented) => {
+            Outcome::RefreshRevoked(sessions::revoke_token(conn, presented, clock)?)
         }
+        Write::ChangePassword(change) => Outcome::PasswordChanged(change_password(batch, change)?),
         Write::RevokeUser { email, at_us } => {
             Outcome::UserRevoked(match users::find_credentials(conn, email)? {
                 Some(user) => {
@@ -370,36 +439,39 @@ fn apply(
 
 /// Re-checks the caller's token against what is stored now (inside the
 /// write, so a token ended meanwhile cannot do anything).
-fn recheck(
-    conn: &Connection,
-    token: &TokenToEnd,
-    clock: &Clock,
-) -> Result<Option<Refusal>, StoreError> {
-    let facts = lookup::facts(conn, &token.key)?;
+fn recheck(batch: &Batch<'_>, token: &TokenToEnd) -> Result<Option<Refusal>, StoreError> {
+    let facts = lookup::facts(
+        batch.conn,
+        &token.key,
+        batch.denylist,
+        View::Batch(&batch.pending),
+    )?;
     let token_facts = TokenFacts {
         user_id: token.key.user_id,
         sid: token.key.sid.as_deref(),
         issued: token.issued,
     };
-    Ok(judge(token_facts, &facts, clock.now_s()).err())
+    Ok(judge(token_facts, &facts, batch.clock.now_s()).err())
 }
 
 fn logout(
-    conn: &Connection,
+    batch: &mut Batch<'_>,
     token: &TokenToEnd,
     scope: LogoutScope,
-    clock: &Clock,
-    lifetimes: &Lifetimes,
 ) -> Result<Checked<()>, StoreError> {
-    if let Some(refusal) = recheck(conn, token, clock)? {
+    if let Some(refusal) = recheck(batch, token)? {
         return Ok(Checked::Refused(refusal));
     }
+    let conn = batch.conn;
+    let clock = &batch.clock;
     let user_id = token.key.user_id;
     let sid = token.key.sid.as_deref();
     match scope {
         LogoutScope::Local => {
-            let purge_after = token.exp.saturating_add(lifetimes.leeway);
-            denylist::insert(conn, &token.key.jti, purge_after)?;
+            let purge_after = token.exp.saturating_add(batch.lifetimes.leeway);
+            batch
+                .denylist
+                .insert(conn, &mut batch.pending, &token.key.jti, purge_after)?;
             if let Some(sid) = sid {
                 sessions::end(conn, sid, Some(user_id), clock)?;
             }
@@ -416,13 +488,14 @@ fn logout(
 }
 
 fn change_password(
-    conn: &Connection,
+    batch: &mut Batch<'_>,
     change: &PasswordChange,
-    clock: &Clock,
 ) -> Result<Checked<i64>, StoreError> {
-    if let Some(refusal) = recheck(conn, &change.token, clock)? {
+    if let Some(refusal) = recheck(batch, &change.token)? {
         return Ok(Checked::Refused(refusal));
     }
+    let conn = batch.conn;
+    let clock = &batch.clock;
     let user_id = change.token.key.user_id;
     let keep = change.token.key.sid.as_deref();
     users::set_password(conn, user_id, &change.password_hash)?;
