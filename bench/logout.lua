@@ -1,5 +1,5 @@
 -- wrk script: DELETE /api/v1/logout, each request with its own pre-forged token.
--- usage: wrk ... -s logout.lua URL -- TOKEN_FILE THREADS
+-- usage: wrk ... -s logout.lua URL -- TOKEN_FILE THREADS  (the first word of each line)
 local threads = {}
 local counter = 0
 
@@ -14,7 +14,7 @@ function init(args)
   local n = tonumber(args[2])
   local i = 0
   for line in io.lines(args[1]) do
-    if i % n == id then tokens[#tokens + 1] = line end
+    if i % n == id then tokens[#tokens + 1] = string.match(line, "^(%S+)") end
     i = i + 1
   end
 end
