@@ -553,6 +553,11 @@ impl Settings {
     }
 
     fn database_dir(&self) -> &Path {
+        if self.database_url().is_some() {
+            // A URL names no directory (the server requires --keys-dir and
+            // --jwt-secret then; the keys commands work in the current one).
+            return Path::new(".");
+        }
         self.database
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
