@@ -61,7 +61,8 @@ impl Target {
         // Every process writes: with several hosts in the URL, connect to
         // the primary (a hot standby refuses writes anyway).
         config.target_session_attrs(tokio_postgres::config::TargetSessionAttrs::ReadWrite);
-        config.connect_timeout(timeout);
+        // A copy may allow its statements minutes; connecting never needs that.
+        config.connect_timeout(timeout.min(Duration::from_secs(30)));
         config.keepalives(true);
         config.keepalives_idle(Duration::from_secs(30));
         config.application_name("tokengate");
