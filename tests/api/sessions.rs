@@ -636,3 +636,51 @@ async fn purge_deletes_sessions_no_token_can_name_and_keeps_the_rest() {
     );
     app.assert_accepted(&live.access).await;
 }
+
+#[tokio::test]
+async fn session_ends_hold_before_and_after_the_log_is_merged() {
+    // A session ended one at a time is logged with the denylist (one page
+    // per group commit) and marked on its row when the log is merged: here
+    // after every write.
+    let app = spawn_app_with(|s| s.denylist_merge_rows = 1).await;
+    let user = app.register_user("ada@example.com").await;
+    let kept = app.login_pair(&user).await;
+    let logged_out = app.login_pair(&user).await;
+    let deleted = app.login_pair(&user).await;
+    assert_eq!(
+        app.logout_with(&logged_out.access).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        app.delete_session(&kept.access, &deleted.sid())
+            .await
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    // The writer merges after answering a batch and before taking the next:
+    // the first end is on its row now, the second may still be in the log.
+    let (ended, logged): (i64, i64) = app
+        .db()
+        .query_row(
+            "SELECT (SELECT count(*) FROM sessions WHERE ended_at IS NOT NULL),
+                    (SELECT count(*) FROM revocation_log WHERE jti LIKE 's:%')",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert!(
+        ended >= 1 && ended + logged == 2,
+        "{ended} marked, {logged} logged"
+    );
+    for pair in [&logged_out, &deleted] {
+        app.assert_refused(&pair.access).await;
+        app.assert_grant_refused(&pair.refresh).await;
+    }
+    assert_eq!(session_ids(&app, &kept.access).await, vec![kept.sid()]);
+    let app = app.stop().await.restart().await;
+    for pair in [&logged_out, &deleted] {
+        app.assert_refused(&pair.access).await;
+        app.assert_grant_refused(&pair.refresh).await;
+    }
+    app.refresh_pair(&kept.refresh).await;
+}

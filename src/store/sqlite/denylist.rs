@@ -45,6 +45,14 @@ pub enum Revocation {
     AlreadyRevoked,
 }
 
+/// The denylist key under which the end of session `sid` is logged (see
+/// [`super::sessions`]); no `jti` of ours contains a `:`.
+pub fn session_key(sid: &str) -> String {
+    format!("{SESSION_PREFIX}{sid}")
+}
+
+const SESSION_PREFIX: &str = "s:";
+
 /// Log rows at which the writer merges the log into `revoked_tokens`.
 pub const DEFAULT_MERGE_ROWS: usize = 32_768;
 
@@ -87,6 +95,7 @@ impl Pending {
 
 /// Where a check runs: on a reader (a committed snapshot) or inside the
 /// writer's batch.
+#[derive(Clone, Copy)]
 pub enum View<'a> {
     /// A reader's snapshot: everything in it is committed.
     Committed,
@@ -216,23 +225,39 @@ impl Denylist {
     }
 
     /// Moves every log row into `revoked_tokens`, in `jti` order, inside the
-    /// caller's write transaction. Returns how many rows moved; the mirror
-    /// forgets them once the transaction has committed (see
+    /// caller's write transaction; the ends of sessions it carries are marked
+    /// on their rows instead (in `id` order), purgeable `token_tail` after
+    /// `now_s`. Returns the highest `seq` merged and how many rows moved; the
+    /// mirror forgets them once the transaction has committed (see
     /// [`Denylist::merged`]).
-    pub fn merge(&self, conn: &Connection) -> Result<(i64, usize), StoreError> {
+    pub fn merge(
+        &self,
+        conn: &Connection,
+        now_s: i64,
+        token_tail: i64,
+    ) -> Result<(i64, usize), StoreError> {
         let Some((_, max)) = log_bounds(conn)? else {
             return Ok((0, 0));
         };
+        let ended: Vec<String> = conn
+            .prepare_cached(
+                "SELECT substr(jti, 3) FROM revocation_log
+                 WHERE seq <= ?1 AND substr(jti, 1, 2) = 's:' ORDER BY jti",
+            )?
+            .query_map([max], |row| row.get(0))?
+            .collect::<Result<_, _>>()?;
+        super::sessions::mark_ended(conn, &ended, now_s, token_tail)?;
         let moved = conn
             .prepare_cached(
                 "INSERT INTO revoked_tokens (jti, purge_after)
-                 SELECT jti, purge_after FROM revocation_log WHERE seq <= ?1 ORDER BY jti
+                 SELECT jti, purge_after FROM revocation_log
+                 WHERE seq <= ?1 AND substr(jti, 1, 2) <> 's:' ORDER BY jti
                  ON CONFLICT (jti) DO NOTHING",
             )?
             .execute([max])?;
         conn.prepare_cached("DELETE FROM revocation_log WHERE seq <= ?1")?
             .execute([max])?;
-        Ok((max, moved))
+        Ok((max, moved + ended.len()))
     }
 
     /// A merge up to `seq` has committed: the mirror may forget those rows.
@@ -329,7 +354,7 @@ mod tests {
         assert!(!denylist.is_revoked(&conn, "z", View::Committed).unwrap());
         assert!(denylist.merge_due(&conn).unwrap());
         let tx = conn.transaction().unwrap();
-        let (upto, moved) = denylist.merge(&tx).unwrap();
+        let (upto, moved) = denylist.merge(&tx, 0, 0).unwrap();
         tx.commit().unwrap();
         denylist.merged(upto);
         assert_eq!(moved, 4);
@@ -359,7 +384,7 @@ mod tests {
             .unwrap());
         // Merge and forget, while the reader's snapshot is still open.
         let tx = writer.transaction().unwrap();
-        let (upto, _) = denylist.merge(&tx).unwrap();
+        let (upto, _) = denylist.merge(&tx, 0, 0).unwrap();
         tx.commit().unwrap();
         denylist.merged(upto);
         assert_eq!(denylist.mirrored(), 0);

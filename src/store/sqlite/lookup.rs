@@ -25,7 +25,7 @@ pub fn facts(
 ) -> Result<Lookup, StoreError> {
     let revoked = denylist.is_revoked(conn, &key.jti, view)?;
     let session = match &key.sid {
-        Some(sid) => sessions::state(conn, sid)?,
+        Some(sid) => sessions::state(conn, sessions::Ends { denylist, view }, sid)?,
         None => None,
     };
     let user = users::find_facts(conn, key.user_id)?.map(Arc::new);

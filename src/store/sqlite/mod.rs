@@ -173,8 +173,9 @@ impl SqliteStore {
     ) -> Result<Option<RefreshTokenState>, StoreError> {
         let presented = presented.clone();
         let now_s = Utc::now().timestamp();
+        let denylist = self.denylist.clone();
         self.readers
-            .run(move |conn| sessions::current_token(conn, &presented, now_s))
+            .run(move |conn| sessions::current_token(conn, committed(&denylist), &presented, now_s))
             .await
     }
 
@@ -184,9 +185,10 @@ impl SqliteStore {
     pub(crate) async fn revoke_refresh(&self, presented: Presented) -> Result<bool, StoreError> {
         let now_s = Utc::now().timestamp();
         let asked = presented.clone();
+        let denylist = self.denylist.clone();
         let known = self
             .readers
-            .run(move |conn| sessions::is_known_token(conn, &asked, now_s))
+            .run(move |conn| sessions::is_known_token(conn, committed(&denylist), &asked, now_s))
             .await?;
         if !known {
             return Ok(false);
@@ -196,8 +198,9 @@ impl SqliteStore {
 
     pub(crate) async fn list_sessions(&self, user_id: i64) -> Result<Vec<SessionRow>, StoreError> {
         let now_s = Utc::now().timestamp();
+        let denylist = self.denylist.clone();
         self.readers
-            .run(move |conn| sessions::list_active(conn, user_id, now_s))
+            .run(move |conn| sessions::list_active(conn, committed(&denylist), user_id, now_s))
             .await
     }
 
@@ -236,6 +239,14 @@ impl SqliteStore {
     pub(crate) async fn purge(&self) -> Result<Purged, StoreError> {
         let pool = self.pool.clone();
         blocking(move || purge(&*pool.get()?, Utc::now().timestamp())).await
+    }
+}
+
+/// Sessions ended through the log, as a reader's committed snapshot sees them.
+fn committed(denylist: &Denylist) -> sessions::Ends<'_> {
+    sessions::Ends {
+        denylist,
+        view: View::Committed,
     }
 }
 

@@ -7,13 +7,38 @@
 //! `purge_after`: the moment after which no access token naming the session
 //! can verify any more (its end, or its expiry, plus the access-token TTL and
 //! the leeway), when the purge may delete it.
+//!
+//! A session ended one at a time (logout, delete, reuse detection, RFC 7009)
+//! is not updated in place: updating a random row writes a random page per
+//! session into the WAL. Its end is appended to the denylist's log instead,
+//! under the key [`super::denylist::session_key`], in the same group commit as
+//! the token's own revocation, and the merge of the log marks the rows ended
+//! in bulk. So "ended" is `ended_at` set *or* that key revoked ([`Ends`]).
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::denylist::{session_key, Denylist, View};
 use crate::auth::refresh::{self, Decision, RotationState, StoredToken, TokenHash};
 use crate::store::{
     Lifetimes, NewSession, RefreshTokenState, Refreshed, SessionRow, SessionState, StoreError,
 };
+
+/// Sessions ended through the denylist's log (see the module comment), as
+/// seen by a reader's snapshot or inside the writer's batch.
+#[derive(Clone, Copy)]
+pub struct Ends<'a> {
+    /// The denylist (and its mirror of the log).
+    pub denylist: &'a Denylist,
+    /// Where the check runs.
+    pub view: View<'a>,
+}
+
+impl Ends<'_> {
+    /// Whether session `sid` was ended through the log.
+    pub fn has(&self, conn: &Connection, sid: &str) -> Result<bool, StoreError> {
+        self.denylist.is_revoked(conn, &session_key(sid), self.view)
+    }
+}
 
 /// Now, and the lifetimes the session rules use.
 #[derive(Debug, Clone, Copy)]
@@ -89,9 +114,11 @@ fn insert_token(
 }
 
 /// Applies the rotation rules ([`refresh::decide`]) to a presented token and
-/// stores the outcome: a new refresh token (`new_hash`), or the session's end.
+/// stores a new refresh token (`new_hash`). On [`Refreshed::Theft`] the
+/// caller ends the session (through the log).
 pub fn refresh(
     conn: &Connection,
+    ends: Ends<'_>,
     presented: &refresh::Presented,
     new_hash: &TokenHash,
     clock: &Clock,
@@ -116,6 +143,9 @@ pub fn refresh(
     let Some((user_id, state, max_expires_at)) = session else {
         return Ok(Refreshed::Invalid);
     };
+    if ends.has(conn, &presented.sid)? {
+        return Ok(Refreshed::Invalid);
+    }
     let tokens = stored_tokens(conn, &presented.sid)?;
     let decision = refresh::decide(
         &presented.hash,
@@ -127,10 +157,7 @@ pub fn refresh(
     );
     let generation = match decision {
         Decision::Invalid => return Ok(Refreshed::Invalid),
-        Decision::Theft => {
-            end(conn, &presented.sid, None, clock)?;
-            return Ok(Refreshed::Theft);
-        }
+        Decision::Theft => return Ok(Refreshed::Theft),
         Decision::Rotate => state.generation + 1,
         Decision::Reissue => state.generation,
     };
@@ -183,29 +210,38 @@ fn stored_tokens(conn: &Connection, sid: &str) -> Result<Vec<StoredToken>, Store
         .collect::<Result<Vec<_>, _>>()?)
 }
 
-/// The user and current generation of session `sid` if it is active at `now_s`.
-fn active_session(
+/// The user, current generation and expiry (the sooner of its refresh
+/// token's and its maximum age) of session `sid` if it is active at `now_s`.
+pub fn active_session(
     conn: &Connection,
+    ends: Ends<'_>,
     sid: &str,
     now_s: i64,
-) -> Result<Option<(i64, i64)>, StoreError> {
-    Ok(conn
+) -> Result<Option<(i64, i64, i64)>, StoreError> {
+    let found = conn
         .prepare_cached(
-            "SELECT user_id, generation FROM sessions
+            "SELECT user_id, generation, min(refresh_expires_at, max_expires_at) FROM sessions
              WHERE id = ?1 AND ended_at IS NULL AND refresh_expires_at > ?2 AND max_expires_at > ?2",
         )?
-        .query_row(params![sid, now_s], |row| Ok((row.get(0)?, row.get(1)?)))
-        .optional()?)
+        .query_row(params![sid, now_s], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })
+        .optional()?;
+    match found {
+        Some(session) if !ends.has(conn, sid)? => Ok(Some(session)),
+        _ => Ok(None),
+    }
 }
 
 /// What `presented` is, if it is a current refresh token of an active
 /// session at `now_s` ([`refresh::find_current`]). Reads only.
 pub fn current_token(
     conn: &Connection,
+    ends: Ends<'_>,
     presented: &refresh::Presented,
     now_s: i64,
 ) -> Result<Option<RefreshTokenState>, StoreError> {
-    let Some((user_id, generation)) = active_session(conn, &presented.sid, now_s)? else {
+    let Some((user_id, generation, _)) = active_session(conn, ends, &presented.sid, now_s)? else {
         return Ok(None);
     };
     let tokens = stored_tokens(conn, &presented.sid)?;
@@ -224,10 +260,11 @@ pub fn current_token(
 /// session active at `now_s` ([`refresh::is_any`]). Reads only.
 pub fn is_known_token(
     conn: &Connection,
+    ends: Ends<'_>,
     presented: &refresh::Presented,
     now_s: i64,
 ) -> Result<bool, StoreError> {
-    if active_session(conn, &presented.sid, now_s)?.is_none() {
+    if active_session(conn, ends, &presented.sid, now_s)?.is_none() {
         return Ok(false);
     }
     Ok(refresh::is_any(
@@ -236,24 +273,12 @@ pub fn is_known_token(
     ))
 }
 
-/// Ends the session of `presented` if it is a stored refresh token of it,
-/// of any generation (RFC 7009 revocation). Returns whether a session ended.
-pub fn revoke_token(
-    conn: &Connection,
-    presented: &refresh::Presented,
-    clock: &Clock,
-) -> Result<bool, StoreError> {
-    if !is_known_token(conn, presented, clock.now_s())? {
-        return Ok(false);
-    }
-    end(conn, &presented.sid, None, clock)
-}
-
 /// Rotates the refresh token of session `sid` of `user_id` outright (a
 /// password change hands the caller a new pair): the new token is current,
 /// every earlier one previous or older. `None` if the session is not active.
 pub fn rotate(
     conn: &Connection,
+    ends: Ends<'_>,
     sid: &str,
     user_id: i64,
     new_hash: &TokenHash,
@@ -273,6 +298,9 @@ pub fn rotate(
     let Some((generation, max_expires_at)) = session else {
         return Ok(None);
     };
+    if ends.has(conn, sid)? {
+        return Ok(None);
+    }
     let refresh_expires_at = (now_s + clock.refresh_ttl).min(max_expires_at);
     insert_token(conn, sid, generation + 1, new_hash, refresh_expires_at)?;
     conn.prepare_cached(
@@ -291,46 +319,63 @@ pub fn rotate(
     Ok(Some(refresh_expires_at))
 }
 
-/// Ends session `sid` (of `user_id`, when given: a user may end only their
-/// own). Returns whether an active session was ended.
-pub fn end(
+/// Marks sessions ended in place (the merge of the log applies the ends
+/// it carries, in `id` order); `now_s` plus the token tail is when they may
+/// be purged.
+pub fn mark_ended(
     conn: &Connection,
-    sid: &str,
-    user_id: Option<i64>,
-    clock: &Clock,
-) -> Result<bool, StoreError> {
-    let now_s = clock.now_s();
-    let ended = conn
-        .prepare_cached(
-            "UPDATE sessions SET ended_at = ?2, purge_after = ?3
-             WHERE id = ?1 AND (?4 IS NULL OR user_id = ?4) AND ended_at IS NULL
-               AND refresh_expires_at > ?2 AND max_expires_at > ?2",
-        )?
-        .execute(params![sid, now_s, now_s + clock.token_tail, user_id])?;
-    Ok(ended == 1)
+    sids: &[String],
+    now_s: i64,
+    token_tail: i64,
+) -> Result<(), StoreError> {
+    let mut update = conn.prepare_cached(
+        "UPDATE sessions SET ended_at = ?2, purge_after = min(purge_after, ?3)
+         WHERE id = ?1 AND ended_at IS NULL",
+    )?;
+    for sid in sids {
+        update.execute(params![sid, now_s, now_s + token_tail])?;
+    }
+    Ok(())
 }
 
-/// Ends every active session of `user_id` except `keep`; returns how many.
+/// Ends every active session of `user_id` except `keep`, in place (these
+/// ends are rare and per user); returns how many were active.
 pub fn end_all(
     conn: &Connection,
+    ends: Ends<'_>,
     user_id: i64,
     keep: Option<&str>,
     clock: &Clock,
 ) -> Result<usize, StoreError> {
     let now_s = clock.now_s();
-    Ok(conn
+    let candidates = conn
         .prepare_cached(
-            "UPDATE sessions SET ended_at = ?2, purge_after = ?3
+            "SELECT id FROM sessions
              WHERE user_id = ?1 AND ended_at IS NULL
                AND refresh_expires_at > ?2 AND max_expires_at > ?2
-               AND (?4 IS NULL OR id <> ?4)",
+               AND (?3 IS NULL OR id <> ?3)",
         )?
-        .execute(params![user_id, now_s, now_s + clock.token_tail, keep])?)
+        .query_map(params![user_id, now_s, keep], |row| row.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut active = 0;
+    let mut update =
+        conn.prepare_cached("UPDATE sessions SET ended_at = ?2, purge_after = ?3 WHERE id = ?1")?;
+    for sid in &candidates {
+        if !ends.has(conn, sid)? {
+            active += 1;
+        }
+        update.execute(params![sid, now_s, now_s + clock.token_tail])?;
+    }
+    Ok(active)
 }
 
 /// The state of session `sid`, for the per-request lookup.
-pub fn state(conn: &Connection, sid: &str) -> Result<Option<SessionState>, StoreError> {
-    Ok(conn
+pub fn state(
+    conn: &Connection,
+    ends: Ends<'_>,
+    sid: &str,
+) -> Result<Option<SessionState>, StoreError> {
+    let found = conn
         .prepare_cached(
             "SELECT user_id, ended_at IS NOT NULL, min(refresh_expires_at, max_expires_at)
              FROM sessions WHERE id = ?1",
@@ -342,12 +387,20 @@ pub fn state(conn: &Connection, sid: &str) -> Result<Option<SessionState>, Store
                 expires_at: row.get(2)?,
             })
         })
-        .optional()?)
+        .optional()?;
+    match found {
+        Some(state) if !state.ended && ends.has(conn, sid)? => Ok(Some(SessionState {
+            ended: true,
+            ..state
+        })),
+        other => Ok(other),
+    }
 }
 
 /// The active sessions of `user_id`, newest first.
 pub fn list_active(
     conn: &Connection,
+    ends: Ends<'_>,
     user_id: i64,
     now_s: i64,
 ) -> Result<Vec<SessionRow>, StoreError> {
@@ -371,7 +424,13 @@ pub fn list_active(
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(rows)
+    let mut active = Vec::with_capacity(rows.len());
+    for row in rows {
+        if !ends.has(conn, &row.id)? {
+            active.push(row);
+        }
+    }
+    Ok(active)
 }
 
 /// Deletes sessions no access token can name any more, and refresh tokens

@@ -21,9 +21,9 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
-use super::denylist::{Denylist, Pending, Revocation, View};
+use super::denylist::{session_key, Denylist, Pending, Revocation, View};
 use super::pool::LiveConnection;
-use super::sessions::{self, Clock};
+use super::sessions::{self, Clock, Ends};
 use super::{lookup, users};
 use crate::auth::refresh::{Presented, TokenHash};
 use crate::auth::verdict::{judge, Refusal, TokenFacts};
@@ -291,6 +291,40 @@ struct Batch<'a> {
     pending: Pending,
 }
 
+impl Batch<'_> {
+    /// Sessions ended through the log, as this batch sees them.
+    fn ends(&self) -> Ends<'_> {
+        Ends {
+            denylist: self.denylist,
+            view: View::Batch(&self.pending),
+        }
+    }
+}
+
+/// Ends session `sid` (of `user_id`, when given: a user may end only their
+/// own) by appending its end to the denylist's log, kept until the session
+/// would have expired anyway (plus the token tail). Returns whether an
+/// active session ended.
+fn end_session(batch: &mut Batch<'_>, sid: &str, user_id: Option<i64>) -> Result<bool, StoreError> {
+    let now_s = batch.clock.now_s();
+    let Some((owner, _, expires_at)) =
+        sessions::active_session(batch.conn, batch.ends(), sid, now_s)?
+    else {
+        return Ok(false);
+    };
+    if user_id.is_some_and(|id| id != owner) {
+        return Ok(false);
+    }
+    let purge_after = expires_at.saturating_add(batch.clock.token_tail);
+    batch.denylist.insert(
+        batch.conn,
+        &mut batch.pending,
+        &session_key(sid),
+        purge_after,
+    )?;
+    Ok(true)
+}
+
 fn write_loop(
     mut live: LiveConnection,
     mut queue: mpsc::UnboundedReceiver<Request>,
@@ -324,7 +358,7 @@ fn write_loop(
                 // Between batches, never inside one: the callers above are
                 // answered before a merge makes the next batch wait.
                 if let Ok(conn) = live.get_mut() {
-                    merge_if_due(conn, context.denylist);
+                    merge_if_due(conn, context.denylist, context.lifetimes);
                 }
             }
             Err(e) => {
@@ -349,13 +383,14 @@ fn write_loop(
 
 /// Moves the revocation log into `revoked_tokens` when it is long enough.
 /// A failure only postpones the merge: the log keeps every revocation.
-fn merge_if_due(conn: &mut Connection, denylist: &Denylist) {
+fn merge_if_due(conn: &mut Connection, denylist: &Denylist, lifetimes: &Lifetimes) {
     let merged = (|| -> Result<Option<(i64, usize)>, StoreError> {
         if !denylist.merge_due(conn)? {
             return Ok(None);
         }
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let merged = denylist.merge(&tx)?;
+        let now_s = chrono::Utc::now().timestamp();
+        let merged = denylist.merge(&tx, now_s, lifetimes.token_tail())?;
         tx.commit()?;
         Ok(Some(merged))
     })();
@@ -409,19 +444,26 @@ fn apply(batch: &mut Batch<'_>, write: &Write) -> Result<Outcome, StoreError> {
         Write::Refresh {
             presented,
             new_hash,
-        } => Outcome::Refreshed(sessions::refresh(conn, presented, new_hash, clock)?),
+        } => {
+            let refreshed = sessions::refresh(conn, batch.ends(), presented, new_hash, clock)?;
+            if refreshed == Refreshed::Theft {
+                end_session(batch, &presented.sid, None)?;
+            }
+            Outcome::Refreshed(refreshed)
+        }
         Write::EndSession { user_id, sid } => {
-            Outcome::SessionEnded(sessions::end(conn, sid, Some(*user_id), clock)?)
+            Outcome::SessionEnded(end_session(batch, sid, Some(*user_id))?)
         }
-        Write::RevokeRefresh(presented) => {
-            Outcome::RefreshRevoked(sessions::revoke_token(conn, presented, clock)?)
-        }
+        Write::RevokeRefresh(presented) => Outcome::RefreshRevoked(
+            sessions::is_known_token(conn, batch.ends(), presented, clock.now_s())?
+                && end_session(batch, &presented.sid, None)?,
+        ),
         Write::ChangePassword(change) => Outcome::PasswordChanged(change_password(batch, change)?),
         Write::RevokeUser { email, at_us } => {
             Outcome::UserRevoked(match users::find_credentials(conn, email)? {
                 Some(user) => {
                     users::mark_tokens_invalid(conn, user.id, *at_us)?;
-                    Some(sessions::end_all(conn, user.id, None, clock)?)
+                    Some(sessions::end_all(conn, batch.ends(), user.id, None, clock)?)
                 }
                 None => None,
             })
@@ -473,14 +515,14 @@ fn logout(
                 .denylist
                 .insert(conn, &mut batch.pending, &token.key.jti, purge_after)?;
             if let Some(sid) = sid {
-                sessions::end(conn, sid, Some(user_id), clock)?;
+                end_session(batch, sid, Some(user_id))?;
             }
         }
         LogoutScope::Others => {
-            sessions::end_all(conn, user_id, sid, clock)?;
+            sessions::end_all(conn, batch.ends(), user_id, sid, clock)?;
         }
         LogoutScope::Global => {
-            sessions::end_all(conn, user_id, None, clock)?;
+            sessions::end_all(conn, batch.ends(), user_id, None, clock)?;
             users::mark_tokens_invalid(conn, user_id, clock.now_ms.saturating_mul(1000))?;
         }
     }
@@ -500,9 +542,16 @@ fn change_password(
     let keep = change.token.key.sid.as_deref();
     users::set_password(conn, user_id, &change.password_hash)?;
     users::mark_tokens_invalid(conn, user_id, change.at_us)?;
-    sessions::end_all(conn, user_id, keep, clock)?;
+    sessions::end_all(conn, batch.ends(), user_id, keep, clock)?;
     let expires_at = match keep {
-        Some(sid) => sessions::rotate(conn, sid, user_id, &change.session.refresh_hash, clock)?,
+        Some(sid) => sessions::rotate(
+            conn,
+            batch.ends(),
+            sid,
+            user_id,
+            &change.session.refresh_hash,
+            clock,
+        )?,
         None => Some(sessions::create(conn, &change.session, clock)?),
     };
     Ok(match expires_at {
