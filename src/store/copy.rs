@@ -167,14 +167,24 @@ fn read_sqlite(path: &Path, timeout: Duration) -> Result<Dump, StoreError> {
                 })
             })?
             .collect::<Result<_, _>>()?;
+        // A session ended one at a time may be ended only through the
+        // denylist's log (key `s:<sid>`, not merged yet): the copy marks it
+        // ended on its row, at the latest moment it can have ended (now), and
+        // keeps it until the later of both purge moments.
+        let now_s = chrono::Utc::now().timestamp();
         let mut stmt = tx.prepare(
-            "SELECT id, user_id, created_at_ms, last_used_at_ms, refresh_expires_at,
-                    max_expires_at, ended_at, generation, rotated_at_ms, user_agent, ip,
-                    purge_after
-             FROM sessions",
+            "SELECT s.id, s.user_id, s.created_at_ms, s.last_used_at_ms, s.refresh_expires_at,
+                    s.max_expires_at,
+                    COALESCE(s.ended_at, CASE WHEN e.jti IS NULL THEN NULL ELSE ?1 END),
+                    s.generation, s.rotated_at_ms, s.user_agent, s.ip,
+                    max(s.purge_after, COALESCE(e.purge_after, 0))
+             FROM sessions s
+             LEFT JOIN (SELECT jti, max(purge_after) AS purge_after FROM revocations
+                        WHERE substr(jti, 1, 2) = 's:' GROUP BY jti) e
+               ON e.jti = 's:' || s.id",
         )?;
         dump.sessions = stmt
-            .query_map([], |r| {
+            .query_map([now_s], |r| {
                 Ok(SessionRow {
                     id: r.get(0)?,
                     user_id: r.get(1)?,
@@ -203,8 +213,12 @@ fn read_sqlite(path: &Path, timeout: Duration) -> Result<Dump, StoreError> {
                 })
             })?
             .collect::<Result<_, _>>()?;
-        // Both parts of the denylist (the merged table and the log).
-        let mut stmt = tx.prepare("SELECT jti, max(purge_after) FROM revocations GROUP BY jti")?;
+        // Both parts of the denylist (the merged table and the log), without
+        // the session ends (on the sessions above).
+        let mut stmt = tx.prepare(
+            "SELECT jti, max(purge_after) FROM revocations
+             WHERE substr(jti, 1, 2) <> 's:' GROUP BY jti",
+        )?;
         dump.revoked = stmt
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<Result<_, _>>()?;
