@@ -225,39 +225,23 @@ impl Denylist {
     }
 
     /// Moves every log row into `revoked_tokens`, in `jti` order, inside the
-    /// caller's write transaction; the ends of sessions it carries are marked
-    /// on their rows instead (in `id` order), purgeable `token_tail` after
-    /// `now_s`. Returns the highest `seq` merged and how many rows moved; the
-    /// mirror forgets them once the transaction has committed (see
-    /// [`Denylist::merged`]).
-    pub fn merge(
-        &self,
-        conn: &Connection,
-        now_s: i64,
-        token_tail: i64,
-    ) -> Result<(i64, usize), StoreError> {
+    /// caller's write transaction. Returns the highest `seq` merged and how
+    /// many rows moved; the mirror forgets them once the transaction has
+    /// committed (see [`Denylist::merged`]).
+    pub fn merge(&self, conn: &Connection) -> Result<(i64, usize), StoreError> {
         let Some((_, max)) = log_bounds(conn)? else {
             return Ok((0, 0));
         };
-        let ended: Vec<String> = conn
-            .prepare_cached(
-                "SELECT substr(jti, 3) FROM revocation_log
-                 WHERE seq <= ?1 AND substr(jti, 1, 2) = 's:' ORDER BY jti",
-            )?
-            .query_map([max], |row| row.get(0))?
-            .collect::<Result<_, _>>()?;
-        super::sessions::mark_ended(conn, &ended, now_s, token_tail)?;
         let moved = conn
             .prepare_cached(
                 "INSERT INTO revoked_tokens (jti, purge_after)
-                 SELECT jti, purge_after FROM revocation_log
-                 WHERE seq <= ?1 AND substr(jti, 1, 2) <> 's:' ORDER BY jti
+                 SELECT jti, purge_after FROM revocation_log WHERE seq <= ?1 ORDER BY jti
                  ON CONFLICT (jti) DO NOTHING",
             )?
             .execute([max])?;
         conn.prepare_cached("DELETE FROM revocation_log WHERE seq <= ?1")?
             .execute([max])?;
-        Ok((max, moved + ended.len()))
+        Ok((max, moved))
     }
 
     /// A merge up to `seq` has committed: the mirror may forget those rows.
@@ -295,6 +279,24 @@ fn in_log_upto(conn: &Connection, jti: &str, upto: i64) -> Result<bool, StoreErr
         .query_row(params![upto, jti], |_| Ok(()))
         .optional()?;
     Ok(found.is_some())
+}
+
+/// Deletes the sessions whose logged end is due by `now` (no access token
+/// naming them can verify any more), with their refresh tokens. Must run in
+/// the same transaction as, and before, [`purge_expired`]: an end entry may
+/// go only with its session, or the session's refresh token would work again.
+pub fn purge_ended_sessions(conn: &Connection, now: i64) -> Result<usize, StoreError> {
+    // `s:` keys form one range of the primary key (`;` follows `:`).
+    Ok(conn
+        .prepare_cached(
+            "DELETE FROM sessions WHERE id IN (
+                 SELECT substr(jti, 3) FROM revoked_tokens
+                 WHERE jti >= 's:' AND jti < 's;' AND purge_after < ?1
+                 UNION ALL
+                 SELECT substr(jti, 3) FROM revocation_log
+                 WHERE substr(jti, 1, 2) = 's:' AND purge_after < ?1)",
+        )?
+        .execute([now])?)
 }
 
 /// Deletes rows whose moment to go has passed by `now` (Unix seconds), from
@@ -354,7 +356,7 @@ mod tests {
         assert!(!denylist.is_revoked(&conn, "z", View::Committed).unwrap());
         assert!(denylist.merge_due(&conn).unwrap());
         let tx = conn.transaction().unwrap();
-        let (upto, moved) = denylist.merge(&tx, 0, 0).unwrap();
+        let (upto, moved) = denylist.merge(&tx).unwrap();
         tx.commit().unwrap();
         denylist.merged(upto);
         assert_eq!(moved, 4);
@@ -384,7 +386,7 @@ mod tests {
             .unwrap());
         // Merge and forget, while the reader's snapshot is still open.
         let tx = writer.transaction().unwrap();
-        let (upto, _) = denylist.merge(&tx, 0, 0).unwrap();
+        let (upto, _) = denylist.merge(&tx).unwrap();
         tx.commit().unwrap();
         denylist.merged(upto);
         assert_eq!(denylist.mirrored(), 0);

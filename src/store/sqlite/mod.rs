@@ -252,11 +252,26 @@ fn committed(denylist: &Denylist) -> sessions::Ends<'_> {
 
 /// Deletes what no token can need any more, as of `now_s`.
 pub fn purge(conn: &rusqlite::Connection, now_s: i64) -> Result<Purged, StoreError> {
-    let revocations = denylist::purge_expired(conn, now_s)?;
-    let (sessions, refresh_tokens) = sessions::purge(conn, now_s)?;
-    Ok(Purged {
-        revocations,
-        sessions,
-        refresh_tokens,
-    })
+    // One transaction: a logged session end goes only with its session.
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let purged = (|| {
+        let ended = denylist::purge_ended_sessions(conn, now_s)?;
+        let revocations = denylist::purge_expired(conn, now_s)?;
+        let (sessions, refresh_tokens) = sessions::purge(conn, now_s)?;
+        Ok(Purged {
+            revocations,
+            sessions: ended + sessions,
+            refresh_tokens,
+        })
+    })();
+    match purged {
+        Ok(purged) => {
+            conn.execute_batch("COMMIT")?;
+            Ok(purged)
+        }
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
 }

@@ -12,8 +12,9 @@
 //! is not updated in place: updating a random row writes a random page per
 //! session into the WAL. Its end is appended to the denylist's log instead,
 //! under the key [`super::denylist::session_key`], in the same group commit as
-//! the token's own revocation, and the merge of the log marks the rows ended
-//! in bulk. So "ended" is `ended_at` set *or* that key revoked ([`Ends`]).
+//! the token's own revocation; once no access token naming the session can
+//! verify, the purge deletes the session's row together with that entry. So
+//! "ended" is `ended_at` set *or* that key revoked ([`Ends`]).
 
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -317,25 +318,6 @@ pub fn rotate(
         refresh_expires_at + clock.token_tail,
     ])?;
     Ok(Some(refresh_expires_at))
-}
-
-/// Marks sessions ended in place (the merge of the log applies the ends
-/// it carries, in `id` order); `now_s` plus the token tail is when they may
-/// be purged.
-pub fn mark_ended(
-    conn: &Connection,
-    sids: &[String],
-    now_s: i64,
-    token_tail: i64,
-) -> Result<(), StoreError> {
-    let mut update = conn.prepare_cached(
-        "UPDATE sessions SET ended_at = ?2, purge_after = min(purge_after, ?3)
-         WHERE id = ?1 AND ended_at IS NULL",
-    )?;
-    for sid in sids {
-        update.execute(params![sid, now_s, now_s + token_tail])?;
-    }
-    Ok(())
 }
 
 /// Ends every active session of `user_id` except `keep`, in place (these

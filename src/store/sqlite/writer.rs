@@ -302,20 +302,20 @@ impl Batch<'_> {
 }
 
 /// Ends session `sid` (of `user_id`, when given: a user may end only their
-/// own) by appending its end to the denylist's log, kept until the session
-/// would have expired anyway (plus the token tail). Returns whether an
-/// active session ended.
+/// own) by appending its end to the denylist's log. The entry is due when no
+/// access token naming the session can verify any more (now plus the token
+/// tail); the purge then deletes the session's row with it, never the entry
+/// alone (see `super::purge`). Returns whether an active session ended.
 fn end_session(batch: &mut Batch<'_>, sid: &str, user_id: Option<i64>) -> Result<bool, StoreError> {
     let now_s = batch.clock.now_s();
-    let Some((owner, _, expires_at)) =
-        sessions::active_session(batch.conn, batch.ends(), sid, now_s)?
+    let Some((owner, _, _)) = sessions::active_session(batch.conn, batch.ends(), sid, now_s)?
     else {
         return Ok(false);
     };
     if user_id.is_some_and(|id| id != owner) {
         return Ok(false);
     }
-    let purge_after = expires_at.saturating_add(batch.clock.token_tail);
+    let purge_after = now_s.saturating_add(batch.clock.token_tail);
     batch.denylist.insert(
         batch.conn,
         &mut batch.pending,
@@ -358,7 +358,7 @@ fn write_loop(
                 // Between batches, never inside one: the callers above are
                 // answered before a merge makes the next batch wait.
                 if let Ok(conn) = live.get_mut() {
-                    merge_if_due(conn, context.denylist, context.lifetimes);
+                    merge_if_due(conn, context.denylist);
                 }
             }
             Err(e) => {
@@ -383,14 +383,13 @@ fn write_loop(
 
 /// Moves the revocation log into `revoked_tokens` when it is long enough.
 /// A failure only postpones the merge: the log keeps every revocation.
-fn merge_if_due(conn: &mut Connection, denylist: &Denylist, lifetimes: &Lifetimes) {
+fn merge_if_due(conn: &mut Connection, denylist: &Denylist) {
     let merged = (|| -> Result<Option<(i64, usize)>, StoreError> {
         if !denylist.merge_due(conn)? {
             return Ok(None);
         }
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let now_s = chrono::Utc::now().timestamp();
-        let merged = denylist.merge(&tx, now_s, lifetimes.token_tail())?;
+        let merged = denylist.merge(&tx)?;
         tx.commit()?;
         Ok(Some(merged))
     })();
