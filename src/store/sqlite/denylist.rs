@@ -77,28 +77,36 @@ struct Mirror {
 /// the same `jti` in the batch must see it.
 #[derive(Default)]
 pub struct Pending {
-    /// The log's highest committed `seq` when the batch began.
-    committed_upto: i64,
     /// The `jti`s appended in this batch.
     jtis: HashSet<String>,
 }
 
 impl Pending {
-    /// Starts a batch, inside its write transaction.
-    pub fn begin(conn: &Connection) -> Result<Self, StoreError> {
+    /// Starts a batch, inside its write transaction: the mirror catches up
+    /// with everything committed (by any process) once, here.
+    pub fn begin(conn: &Connection, denylist: &Denylist) -> Result<Self, StoreError> {
+        let committed_upto = log_bounds(conn)?.map_or(0, |(_, max)| max);
+        denylist.catch_up(conn, committed_upto)?;
         Ok(Self {
-            committed_upto: log_bounds(conn)?.map_or(0, |(_, max)| max),
             jtis: HashSet::new(),
         })
     }
 }
 
-/// Where a check runs: on a reader (a committed snapshot) or inside the
-/// writer's batch.
+/// A reader's snapshot of the log, taken once for several checks (see
+/// [`Denylist::snapshot`]).
+pub struct Snapshot {
+    /// The log's lowest `seq` in this snapshot (`None`: an empty log).
+    min: Option<i64>,
+}
+
+/// Where a check runs.
 #[derive(Clone, Copy)]
 pub enum View<'a> {
-    /// A reader's snapshot: everything in it is committed.
+    /// A reader's committed snapshot; the log is looked at for each check.
     Committed,
+    /// A reader's committed snapshot, already caught up with the log.
+    Snapshot(&'a Snapshot),
     /// The writer's open transaction, with what it appended so far.
     Batch(&'a Pending),
 }
@@ -121,6 +129,21 @@ impl Denylist {
         self.mirror.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Catches the mirror up with the log as `conn`'s snapshot has it, once
+    /// for the several checks of one lookup.
+    pub fn snapshot(&self, conn: &Connection) -> Result<Snapshot, StoreError> {
+        let Some((min, max)) = log_bounds(conn)? else {
+            // An empty log in this snapshot: everything was merged or purged.
+            self.forget_upto(i64::MAX);
+            return Ok(Snapshot { min: None });
+        };
+        // Rows below `min` are gone from this snapshot's log: merged into
+        // `revoked_tokens` (seen by the probe of each check) or purged.
+        self.forget_upto(min - 1);
+        self.catch_up(conn, max)?;
+        Ok(Snapshot { min: Some(min) })
+    }
+
     /// Whether `jti` is revoked in `conn`'s snapshot (or later).
     pub fn is_revoked(
         &self,
@@ -131,24 +154,26 @@ impl Denylist {
         if in_main(conn, jti)? {
             return Ok(true);
         }
-        if let View::Batch(pending) = &view {
-            if pending.jtis.contains(jti) {
-                return Ok(true);
+        let snapshot = match view {
+            View::Batch(pending) => {
+                // The writer's transaction is the newest state: the mirror
+                // (caught up when the batch began) and the batch's own rows.
+                return Ok(pending.jtis.contains(jti) || self.lock().entries.contains_key(jti));
             }
-        }
-        let Some((min, max)) = log_bounds(conn)? else {
-            // An empty log in this snapshot: everything was merged or purged.
-            self.forget_upto(i64::MAX);
-            return Ok(false);
+            View::Snapshot(snapshot) => return self.in_log(conn, jti, snapshot),
+            View::Committed => self.snapshot(conn)?,
         };
-        // Rows below `min` are gone from this snapshot's log: merged into
-        // `revoked_tokens` (seen by the probe above) or purged.
-        self.forget_upto(min - 1);
-        let upto = match view {
-            View::Committed => max,
-            View::Batch(pending) => pending.committed_upto.min(max),
-        };
-        self.catch_up(conn, upto)?;
+        self.in_log(conn, jti, &snapshot)
+    }
+
+    /// Whether `jti` is in the log of `snapshot` (the mirror, or for rows
+    /// the mirror already forgot, the table itself).
+    fn in_log(
+        &self,
+        conn: &Connection,
+        jti: &str,
+        snapshot: &Snapshot,
+    ) -> Result<bool, StoreError> {
         let trimmed_upto = {
             let mirror = self.lock();
             if mirror.entries.contains_key(jti) {
@@ -156,7 +181,7 @@ impl Denylist {
             }
             mirror.trimmed_upto
         };
-        if min <= trimmed_upto {
+        if snapshot.min.is_some_and(|min| min <= trimmed_upto) {
             // This snapshot began before a merge this process has already
             // seen: the rows it still has in the log are no longer mirrored.
             return in_log_upto(conn, jti, trimmed_upto);
@@ -334,7 +359,7 @@ mod tests {
 
     fn revoke(denylist: &Denylist, conn: &mut Connection, jti: &str) -> Revocation {
         let tx = conn.transaction().unwrap();
-        let mut pending = Pending::begin(&tx).unwrap();
+        let mut pending = Pending::begin(&tx, denylist).unwrap();
         let outcome = denylist.insert(&tx, &mut pending, jti, i64::MAX).unwrap();
         tx.commit().unwrap();
         outcome
@@ -407,7 +432,7 @@ mod tests {
         let denylist = Denylist::new(1000);
         {
             let tx = conn.transaction().unwrap();
-            let mut pending = Pending::begin(&tx).unwrap();
+            let mut pending = Pending::begin(&tx, &denylist).unwrap();
             denylist.insert(&tx, &mut pending, "x", i64::MAX).unwrap();
             // A second check in the same batch sees it...
             assert!(denylist

@@ -23,6 +23,15 @@ pub fn facts(
     denylist: &Denylist,
     view: View<'_>,
 ) -> Result<Lookup, StoreError> {
+    // A reader catches up with the log once for both checks.
+    let snapshot;
+    let view = match view {
+        View::Committed => {
+            snapshot = denylist.snapshot(conn)?;
+            View::Snapshot(&snapshot)
+        }
+        other => other,
+    };
     let revoked = denylist.is_revoked(conn, &key.jti, view)?;
     let session = match &key.sid {
         Some(sid) => sessions::state(conn, sessions::Ends { denylist, view }, sid)?,

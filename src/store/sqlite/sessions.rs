@@ -406,6 +406,17 @@ pub fn list_active(
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
+    let snapshot;
+    let ends = match ends.view {
+        View::Committed => {
+            snapshot = ends.denylist.snapshot(conn)?;
+            Ends {
+                view: View::Snapshot(&snapshot),
+                ..ends
+            }
+        }
+        _ => ends,
+    };
     let mut active = Vec::with_capacity(rows.len());
     for row in rows {
         if !ends.has(conn, &row.id)? {

@@ -415,7 +415,7 @@ fn write_batch(
         clock,
         lifetimes: context.lifetimes,
         denylist: context.denylist,
-        pending: Pending::begin(&tx)?,
+        pending: Pending::begin(&tx, context.denylist)?,
     };
     let mut outcomes = Vec::with_capacity(requests.len());
     for request in requests {
