@@ -791,6 +791,13 @@ pub fn engine() -> Engine {
     }
 }
 
+/// Whether a test of SQLite's own layout (the denylist's log and merges),
+/// included with its module under `on_postgres`, runs on PostgreSQL now and
+/// should return at once.
+pub fn on_postgres_skip_sqlite_layout() -> bool {
+    engine() == Engine::Postgres
+}
+
 /// A PostgreSQL server of the test run: `initdb` into a temporary directory
 /// (as the `postgres` user when running as root), `pg_ctl start` on a free
 /// port. `fsync` stays on: the durability tests need it. Stopped when

@@ -723,7 +723,7 @@ async fn chunked_form_status(app: &TestApp, path: &str, authorization: &str, bod
 
 #[tokio::test]
 async fn introspection_fails_closed_when_the_database_is_unusable() {
-    if crate::helpers::engine() == crate::helpers::Engine::Postgres {
+    if crate::helpers::on_postgres_skip_sqlite_layout() {
         return; // it moves the SQLite file away (postgres.rs stops a server instead)
     }
     let (app, user) = oauth_app_with_user().await;

@@ -829,17 +829,37 @@ async fn user_add_user_revoke_and_purge_work_on_postgres() {
             [crate::helpers::now() - 10],
         )
         .unwrap();
+    // A session that ended, and that no access token can name any more, is
+    // purged with its refresh tokens; the live one stays.
+    let ended = app.login_pair(&ada).await;
+    assert_eq!(
+        app.logout_with(&ended.access).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    app.db()
+        .execute(
+            "UPDATE sessions SET purge_after = ?1 WHERE id = ?2",
+            rusqlite::params![crate::helpers::now() - 10, ended.sid()],
+        )
+        .unwrap();
     let output = run_cli(&["purge", "--database", &database], "");
     assert!(output.status.success(), "{output:?}");
+    let said = String::from_utf8_lossy(&output.stdout);
     assert!(
-        String::from_utf8_lossy(&output.stdout).contains("purged 1 expired revocations"),
-        "{output:?}"
+        said.contains("purged 1 expired revocations, 1 sessions"),
+        "{said}"
     );
+    let sessions: i64 = app
+        .db()
+        .query_row("SELECT count(*) FROM sessions", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(sessions, 1);
+    app.assert_accepted(&pair.access).await;
     let kept: i64 = app
         .db()
         .query_row("SELECT count(*) FROM revoked_tokens", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(kept, 1, "the live revocation stays");
+    assert_eq!(kept, 2, "the live revocations stay");
     app.assert_refused(&live).await;
     let output = run_cli(
         &[
