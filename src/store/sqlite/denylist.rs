@@ -64,6 +64,9 @@ pub struct Denylist {
 
 #[derive(Default)]
 struct Mirror {
+    /// The database file the rows were copied from: `seq` numbers mean
+    /// nothing in another file (a backup restored at the path, say).
+    db: Option<super::pool::FileId>,
     /// Highest `seq` copied from the log.
     last_seq: i64,
     /// Log rows up to this `seq` were merged (or purged) and forgotten here.
@@ -85,6 +88,7 @@ impl Pending {
     /// Starts a batch, inside its write transaction: the mirror catches up
     /// with everything committed (by any process) once, here.
     pub fn begin(conn: &Connection, denylist: &Denylist) -> Result<Self, StoreError> {
+        denylist.follow_file();
         let committed_upto = log_bounds(conn)?.map_or(0, |(_, max)| max);
         denylist.catch_up(conn, committed_upto)?;
         Ok(Self {
@@ -132,6 +136,7 @@ impl Denylist {
     /// Catches the mirror up with the log as `conn`'s snapshot has it, once
     /// for the several checks of one lookup.
     pub fn snapshot(&self, conn: &Connection) -> Result<Snapshot, StoreError> {
+        self.follow_file();
         let Some((min, max)) = log_bounds(conn)? else {
             // An empty log in this snapshot: everything was merged or purged.
             self.forget_upto(i64::MAX);
@@ -205,6 +210,21 @@ impl Denylist {
             .execute(params![jti, purge_after])?;
         pending.jtis.insert(jti.to_owned());
         Ok(Revocation::Revoked)
+    }
+
+    /// Starts the mirror over when this thread's connection is on another
+    /// database file than the one the mirror was copied from.
+    fn follow_file(&self) {
+        let Some(file) = super::pool::current_file() else {
+            return;
+        };
+        let mut mirror = self.lock();
+        if mirror.db != Some(file) {
+            *mirror = Mirror {
+                db: Some(file),
+                ..Mirror::default()
+            };
+        }
     }
 
     /// Copies the log rows above what the mirror has, up to `upto`.

@@ -81,6 +81,18 @@ fn build_pool(
         .build(manager)
 }
 
+thread_local! {
+    /// The database file this thread's [`LiveConnection`] last used.
+    static CURRENT_FILE: std::cell::Cell<Option<FileId>> = const { std::cell::Cell::new(None) };
+}
+
+/// The identity of the database file this thread's live connection is on
+/// (`None` on other threads): what in-memory state derived from the file
+/// (the denylist's mirror) must belong to.
+pub fn current_file() -> Option<FileId> {
+    CURRENT_FILE.get()
+}
+
 /// A connection owned by one thread (a reader or the writer) that follows
 /// the file at its path: [`LiveConnection::get`] fails while the file is
 /// missing or replaced, and reconnects when a database is there again.
@@ -117,6 +129,7 @@ impl LiveConnection {
             configure(&conn, self.timeout)?;
             self.conn = Some((conn, now));
         }
+        CURRENT_FILE.set(Some(now));
         match &mut self.conn {
             Some((conn, _)) => Ok(conn),
             None => Err(StoreError::FileGone),
