@@ -11,6 +11,14 @@
 //! is on disk when it returns) and only then answers each caller. One client
 //! gets its own commit immediately (no waiting window); many concurrent
 //! clients share the cost of one fsync.
+//!
+//! With many clients, group commit tends to split them into two cohorts:
+//! those answered by one commit send their next write while the next commit
+//! (of the others) is already running, so every commit carries half of them.
+//! After a commit of `n` writes, the writer therefore waits up to
+//! [`GATHER_WAIT`] for the next batch to reach `n` again before it begins:
+//! the cohorts merge and each fsync serves all of them. A commit of one write
+//! sets `n` to one, so a lone client never waits.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,7 +27,8 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, TransactionBehavior};
-use tokio::sync::{mpsc, oneshot};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use tokio::sync::oneshot;
 
 use super::denylist::{session_key, Denylist, Pending, Revocation, View};
 use super::pool::LiveConnection;
@@ -30,6 +39,9 @@ use crate::auth::verdict::{judge, Refusal, TokenFacts};
 use crate::store::{
     Checked, Lifetimes, LogoutScope, NewSession, PasswordChange, Refreshed, StoreError, TokenToEnd,
 };
+
+/// Longest wait for the next batch to grow back to the size of the last one.
+const GATHER_WAIT: Duration = Duration::from_micros(400);
 
 /// Most writes applied in one transaction.
 const MAX_BATCH: usize = 4096;
@@ -95,7 +107,7 @@ struct Status {
 /// Handle on the writer thread.
 #[derive(Clone)]
 pub struct Writer {
-    queue: mpsc::UnboundedSender<Request>,
+    queue: Sender<Request>,
     timeout: Duration,
     lifetimes: Lifetimes,
     status: Arc<Status>,
@@ -121,7 +133,7 @@ impl Writer {
         denylist: Arc<Denylist>,
     ) -> Result<(Self, JoinHandle<()>), StoreError> {
         let conn = LiveConnection::open(path, timeout)?;
-        let (queue, requests) = mpsc::unbounded_channel();
+        let (queue, requests) = crossbeam_channel::unbounded();
         let status = Arc::new(Status::default());
         let started = Instant::now();
         let thread_status = status.clone();
@@ -327,7 +339,7 @@ fn end_session(batch: &mut Batch<'_>, sid: &str, user_id: Option<i64>) -> Result
 
 fn write_loop(
     mut live: LiveConnection,
-    mut queue: mpsc::UnboundedReceiver<Request>,
+    queue: Receiver<Request>,
     context: &Context<'_>,
 ) {
     let stamp = |at: &AtomicU64| {
@@ -336,7 +348,8 @@ fn write_loop(
             Ordering::Release,
         )
     };
-    while let Some(first) = queue.blocking_recv() {
+    let mut last_batch = 1;
+    while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match queue.try_recv() {
@@ -344,6 +357,15 @@ fn write_loop(
                 Err(_) => break,
             }
         }
+        // Let the cohort answered by the last commit catch up (see above).
+        let gather_until = Instant::now() + GATHER_WAIT;
+        while batch.len() < last_batch.min(MAX_BATCH) {
+            match queue.recv_deadline(gather_until) {
+                Ok(request) => batch.push(request),
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        last_batch = batch.len();
         // The path must still name the file we write to (see `pool`).
         let clock = Clock::at(chrono::Utc::now().timestamp_millis(), context.lifetimes);
         match live
