@@ -196,7 +196,9 @@ pub struct Settings {
     )]
     pub bind: SocketAddr,
 
-    /// SQLite database file (created with mode 0600 if missing).
+    /// SQLite database file (created with mode 0600 if missing), or a
+    /// `postgres://` / `postgresql://` URL (PostgreSQL 13 or newer; several
+    /// tokengate processes may share it).
     #[arg(
         long,
         env = "TOKENGATE_DATABASE",
@@ -450,6 +452,18 @@ pub enum ConfigError {
     /// The secret file could not be read or written.
     #[error("cannot use the secret file {0}: {1}")]
     SecretFile(String, std::io::Error),
+    /// PostgreSQL has no file beside it to keep a generated secret in.
+    #[error(
+        "with a PostgreSQL database, --jwt-secret (or TOKENGATE_JWT_SECRET) is required: \
+         every process sharing the database must sign with the same secret"
+    )]
+    SecretRequired,
+    /// PostgreSQL has no file beside it to keep signing keys in.
+    #[error(
+        "with a PostgreSQL database and {0}, --keys-dir (or TOKENGATE_KEYS_DIR) is required: \
+         every process sharing the database must have the same keys directory contents"
+    )]
+    KeysDirRequired(&'static str),
     /// An entry of `--introspection-clients` is not `id:secret` with a
     /// usable id (the entry is not shown: it holds a secret).
     #[error(
@@ -467,6 +481,11 @@ pub enum ConfigError {
     ClientListedTwice(String),
 }
 
+/// Whether `database` is a PostgreSQL URL rather than a SQLite file path.
+pub fn is_postgres_url(database: &str) -> bool {
+    database.starts_with("postgres://") || database.starts_with("postgresql://")
+}
+
 impl Settings {
     /// The lifetimes of tokens and sessions, for the store's session rules.
     pub fn lifetimes(&self) -> crate::store::Lifetimes {
@@ -479,11 +498,38 @@ impl Settings {
         }
     }
 
+    /// The PostgreSQL URL, if `--database` is one (otherwise it is a SQLite
+    /// file path).
+    pub fn database_url(&self) -> Option<&str> {
+        self.database.to_str().filter(|d| is_postgres_url(d))
+    }
+
+    /// With PostgreSQL, the signing material must be configured (there is no
+    /// database file to keep it beside): `--jwt-secret` for HS256,
+    /// `--keys-dir` for EdDSA/ES256. Checked before connecting.
+    pub fn check_signing_for_postgres(&self) -> Result<(), ConfigError> {
+        if self.database_url().is_none() {
+            return Ok(());
+        }
+        match self.jwt_algorithm {
+            JwtAlgorithm::Hs256 if self.jwt_secret.is_none() => Err(ConfigError::SecretRequired),
+            JwtAlgorithm::EdDsa if self.keys_dir.is_none() => {
+                Err(ConfigError::KeysDirRequired("EdDSA"))
+            }
+            JwtAlgorithm::Es256 if self.keys_dir.is_none() => {
+                Err(ConfigError::KeysDirRequired("ES256"))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The signing secret: the configured one, or the one kept beside the
-    /// database (generated on first use).
+    /// database (generated on first use; with PostgreSQL there is no such
+    /// place, so the secret must be configured).
     pub fn load_secret(&self) -> Result<Secret, ConfigError> {
         let secret = match &self.jwt_secret {
             Some(secret) => secret.clone(),
+            None if self.database_url().is_some() => return Err(ConfigError::SecretRequired),
             None => load_or_generate_secret(&self.secret_path())?,
         };
         if secret.expose().len() < MIN_SECRET_BYTES {
@@ -507,6 +553,11 @@ impl Settings {
     }
 
     fn database_dir(&self) -> &Path {
+        if self.database_url().is_some() {
+            // A URL names no directory (the server requires --keys-dir and
+            // --jwt-secret then; the keys commands work in the current one).
+            return Path::new(".");
+        }
         self.database
             .parent()
             .filter(|p| !p.as_os_str().is_empty())

@@ -41,6 +41,15 @@ enum Command {
     /// Delete what no token can need any more (expired revocations, ended
     /// and expired sessions, expired refresh tokens) now, and print how many.
     Purge,
+    /// Copy everything (users, sessions, refresh-token hashes, the denylist,
+    /// global-logout marks) from the configured database into an empty one
+    /// of either engine: a SQLite file path or a postgres:// URL.
+    Copy {
+        /// The target: a SQLite file path or a postgres:// URL; it must be
+        /// empty (a new file, or a database without tokengate's data).
+        #[arg(long)]
+        to: String,
+    },
     /// Manage the EdDSA/ES256 signing keys in --keys-dir (rotation).
     Keys {
         #[command(subcommand)]
@@ -107,6 +116,7 @@ fn main() -> ExitCode {
             action: UserCommand::Revoke { email },
         } => revoke_user(&cli.settings, &email),
         Command::Purge => purge(&cli.settings),
+        Command::Copy { to } => copy(&cli.settings, &to),
         Command::Keys { action } => keys(&cli.settings, action),
         Command::Openapi { yaml } => {
             let service = tokengate::api::service();
@@ -253,6 +263,25 @@ fn purge(settings: &Settings) -> Result<(), String> {
     })
 }
 
+fn copy(settings: &Settings, to: &str) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let settings = settings.clone();
+    let to = to.to_owned();
+    let copied = runtime.block_on(async move {
+        tokio::task::spawn_blocking(move || tokengate::store::copy::copy(&settings, &to))
+            .await
+            .map_err(|e| format!("the copy failed: {e}"))?
+    })?;
+    println!(
+        "copied {} users, {} sessions, {} refresh tokens and {} revocations",
+        copied.users, copied.sessions, copied.refresh_tokens, copied.revocations
+    );
+    Ok(())
+}
+
 /// Runs a maintenance command on the configured database, which must
 /// already exist, then lets the store finish its background work (the last
 /// commit is durable before the process exits).
@@ -265,10 +294,15 @@ where
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    let (store, running): (Store, Running) =
-        Store::open(settings, true).map_err(|e| e.to_string())?;
-    let store = std::sync::Arc::new(store);
+    let opening = settings.clone();
     runtime.block_on(async {
+        // Opening blocks (and, for PostgreSQL, uses this runtime).
+        let (store, running): (Store, Running) =
+            tokio::task::spawn_blocking(move || Store::open(&opening, true))
+                .await
+                .map_err(|e| format!("cannot open the database: {e}"))?
+                .map_err(|e| e.to_string())?;
+        let store = std::sync::Arc::new(store);
         let result = work(store.clone()).await;
         drop(store);
         running.finish(Duration::from_secs(30)).await;

@@ -16,8 +16,13 @@
 //! - reads of sessions ([`Store::list_sessions`]) and of refresh tokens
 //!   ([`Store::refresh_token_state`], for introspection), health and purging.
 //!
-//! Engines: [`sqlite`] (embedded, the default).
+//! Engines: [`sqlite`] (embedded, the default) and [`postgres`] (for several
+//! processes sharing one database), chosen by the form of `--database` (see
+//! [`crate::config::Settings::database_url`]). [`copy`] moves everything
+//! from one to the other.
 
+pub mod copy;
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -54,6 +59,12 @@ pub enum StoreError {
     /// A blocking task could not be run to completion.
     #[error("blocking task failed: {0}")]
     Task(String),
+    /// PostgreSQL reported an error, or the connection failed.
+    #[error("database error: {}", postgres::connect::describe(.0))]
+    Pg(#[from] tokio_postgres::Error),
+    /// PostgreSQL could not be used (pool, protocol).
+    #[error("database error: {0}")]
+    Postgres(String),
 }
 
 /// Runs blocking work on tokio's blocking thread pool, keeping the caller's
@@ -294,9 +305,30 @@ impl Lifetimes {
 }
 
 /// The storage engine in use.
+// One per process: the size of the larger variant does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Store {
     /// Embedded SQLite (the default).
     Sqlite(sqlite::SqliteStore),
+    /// PostgreSQL, shared by several processes.
+    Postgres(postgres::PgStore),
+}
+
+/// A login attempt counted by the shared (PostgreSQL) throttle; a failure
+/// unless [`Store::login_succeeded`] is called with it.
+pub use postgres::throttle::LoginAttempt;
+
+/// What [`Store::reserve_login`] got.
+#[derive(Debug)]
+pub enum LoginReservation {
+    /// The attempt is counted (as a failure until the login succeeds):
+    /// check the password, then call [`Store::login_succeeded`] on success.
+    Counted(LoginAttempt),
+    /// A limit is reached: answer `429` with `Retry-After` of this wait.
+    Refused(std::time::Duration),
+    /// This engine keeps no shared counts (SQLite, one process): use the
+    /// process's own [`crate::auth::throttle`].
+    NotShared,
 }
 
 /// Why the database could not be opened.
@@ -330,6 +362,17 @@ impl Store {
         settings: &crate::config::Settings,
         must_exist: bool,
     ) -> Result<(Self, Running), OpenError> {
+        if let Some(url) = settings.database_url() {
+            if !must_exist {
+                // The server needs its signing material configured: say so
+                // before connecting (and creating tables).
+                settings.check_signing_for_postgres().map_err(|e| {
+                    postgres::open_error(&postgres::connect::redact_url(url), &e.to_string())
+                })?;
+            }
+            let store = postgres::PgStore::open(url, settings, must_exist)?;
+            return Ok((Store::Postgres(store), Running { writer: None }));
+        }
         let path = &settings.database;
         if must_exist {
             sqlite::pool::must_exist(path)?;
@@ -358,6 +401,7 @@ impl Store {
     ) -> Result<User, CreateError> {
         match self {
             Store::Sqlite(s) => s.create_user(name, email, password_hash).await,
+            Store::Postgres(s) => s.create_user(name, email, password_hash).await,
         }
     }
 
@@ -365,6 +409,7 @@ impl Store {
     pub async fn find_credentials(&self, email: &str) -> Result<Option<Credentials>, StoreError> {
         match self {
             Store::Sqlite(s) => s.find_credentials(email).await,
+            Store::Postgres(s) => s.find_credentials(email).await,
         }
     }
 
@@ -372,6 +417,7 @@ impl Store {
     pub async fn lookup(&self, key: &LookupKey) -> Result<Lookup, StoreError> {
         match self {
             Store::Sqlite(s) => s.lookup(key).await,
+            Store::Postgres(s) => s.lookup(key).await,
         }
     }
 
@@ -384,6 +430,7 @@ impl Store {
     ) -> Result<Checked<()>, StoreError> {
         match self {
             Store::Sqlite(s) => s.logout(token, scope).await,
+            Store::Postgres(s) => s.logout(token, scope).await,
         }
     }
 
@@ -392,6 +439,7 @@ impl Store {
     pub async fn revoke(&self, jti: &str, exp: i64) -> Result<bool, StoreError> {
         match self {
             Store::Sqlite(s) => s.revoke(jti, exp).await,
+            Store::Postgres(s) => s.revoke(jti, exp).await,
         }
     }
 
@@ -399,6 +447,7 @@ impl Store {
     pub async fn start_session(&self, session: NewSession) -> Result<i64, StoreError> {
         match self {
             Store::Sqlite(s) => s.start_session(session).await,
+            Store::Postgres(s) => s.start_session(session).await,
         }
     }
 
@@ -411,6 +460,7 @@ impl Store {
     ) -> Result<Refreshed, StoreError> {
         match self {
             Store::Sqlite(s) => s.refresh(presented, new_hash).await,
+            Store::Postgres(s) => s.refresh(presented, new_hash).await,
         }
     }
 
@@ -423,6 +473,7 @@ impl Store {
     ) -> Result<Option<RefreshTokenState>, StoreError> {
         match self {
             Store::Sqlite(s) => s.refresh_token_state(presented).await,
+            Store::Postgres(s) => s.refresh_token_state(presented).await,
         }
     }
 
@@ -432,6 +483,7 @@ impl Store {
     pub async fn revoke_refresh(&self, presented: Presented) -> Result<bool, StoreError> {
         match self {
             Store::Sqlite(s) => s.revoke_refresh(presented).await,
+            Store::Postgres(s) => s.revoke_refresh(presented).await,
         }
     }
 
@@ -439,6 +491,7 @@ impl Store {
     pub async fn list_sessions(&self, user_id: i64) -> Result<Vec<SessionRow>, StoreError> {
         match self {
             Store::Sqlite(s) => s.list_sessions(user_id).await,
+            Store::Postgres(s) => s.list_sessions(user_id).await,
         }
     }
 
@@ -447,6 +500,7 @@ impl Store {
     pub async fn end_session(&self, user_id: i64, sid: &str) -> Result<bool, StoreError> {
         match self {
             Store::Sqlite(s) => s.end_session(user_id, sid).await,
+            Store::Postgres(s) => s.end_session(user_id, sid).await,
         }
     }
 
@@ -459,6 +513,7 @@ impl Store {
     ) -> Result<Checked<i64>, StoreError> {
         match self {
             Store::Sqlite(s) => s.change_password(change).await,
+            Store::Postgres(s) => s.change_password(change).await,
         }
     }
 
@@ -468,6 +523,7 @@ impl Store {
     pub async fn revoke_user(&self, email: &str, at_us: i64) -> Result<Option<usize>, StoreError> {
         match self {
             Store::Sqlite(s) => s.revoke_user(email, at_us).await,
+            Store::Postgres(s) => s.revoke_user(email, at_us).await,
         }
     }
 
@@ -475,6 +531,7 @@ impl Store {
     pub async fn health(&self) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(s) => s.health().await,
+            Store::Postgres(s) => s.health().await,
         }
     }
 
@@ -482,6 +539,38 @@ impl Store {
     pub async fn purge(&self) -> Result<Purged, StoreError> {
         match self {
             Store::Sqlite(s) => s.purge().await,
+            Store::Postgres(s) => s.purge().await,
+        }
+    }
+
+    /// Reserves a login attempt for `email` (lower-cased) from `client` in
+    /// the throttle shared by every process (PostgreSQL): in one
+    /// transaction, refused if the e-mail address or the client is at its
+    /// limit within the window, else counted as a failure at once.
+    /// [`LoginReservation::NotShared`] on SQLite.
+    pub async fn reserve_login(
+        &self,
+        email: &str,
+        client: Option<crate::auth::throttle::ClientKey>,
+    ) -> Result<LoginReservation, StoreError> {
+        match self {
+            Store::Sqlite(_) => Ok(LoginReservation::NotShared),
+            Store::Postgres(s) => Ok(match s.reserve_login(email, client).await? {
+                postgres::throttle::Reserved::Attempt(attempt) => {
+                    LoginReservation::Counted(attempt)
+                }
+                postgres::throttle::Reserved::Wait(wait) => LoginReservation::Refused(wait),
+            }),
+        }
+    }
+
+    /// The login of a reserved attempt succeeded: clears the e-mail
+    /// address's failures and takes the attempt back from the client's.
+    /// (A failed login needs no call: the attempt stays counted.)
+    pub async fn login_succeeded(&self, attempt: LoginAttempt) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(_) => Ok(()),
+            Store::Postgres(s) => s.login_succeeded(attempt).await,
         }
     }
 }

@@ -68,19 +68,48 @@ pub struct TestUser {
     pub password: String,
 }
 
-/// Settings for a test server on a database inside `dir`.
+/// Settings for a test server on a database inside `dir` (SQLite), or on
+/// a new database of the shared PostgreSQL server for tests running on it
+/// (see [`engine`]).
 pub fn test_settings(dir: &Path) -> Settings {
+    let database = match engine() {
+        Engine::Sqlite => dir.join("tokengate.db"),
+        Engine::Postgres => {
+            let pg = postgres().expect("PostgreSQL is running");
+            PathBuf::from(pg.url(&pg.create_database()))
+        }
+    };
+    // With PostgreSQL there is no database file to keep keys beside.
+    let keys_dir = settings_keys_dir(&database, dir);
     Settings {
         bind: "127.0.0.1:0".parse().unwrap(),
-        database: dir.join("tokengate.db"),
+        database,
         jwt_secret: Some(Secret::new(TEST_SECRET)),
+        keys_dir,
         ..Settings::default()
     }
+}
+
+fn settings_keys_dir(database: &Path, dir: &Path) -> Option<PathBuf> {
+    let url = database
+        .to_str()
+        .is_some_and(tokengate::config::is_postgres_url);
+    url.then(|| dir.join("keys"))
 }
 
 /// Starts a server with the test defaults.
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
+}
+
+/// Starts a server on `database` (a path or URL) with the test defaults
+/// changed by `configure`.
+pub async fn spawn_app_on(database: &str, configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    let mut settings = test_settings(dir.path());
+    settings.database = PathBuf::from(database);
+    configure(&mut settings);
+    start(settings, dir).await
 }
 
 /// How often test servers with signing keys re-read their keys directory
@@ -167,11 +196,14 @@ impl TestApp {
         self.settings.database.clone()
     }
 
-    /// A direct connection to the server's database.
-    pub fn db(&self) -> rusqlite::Connection {
+    /// A direct connection to the server's database (either engine).
+    pub fn db(&self) -> TestDb {
+        if let Some(url) = self.settings.database_url() {
+            return TestDb::Postgres(url.to_owned());
+        }
         let conn = rusqlite::Connection::open(self.db_path()).unwrap();
         conn.busy_timeout(Duration::from_secs(5)).unwrap();
-        conn
+        TestDb::Sqlite(conn)
     }
 
     /// The full URL of `path`.
@@ -495,6 +527,17 @@ impl ServerProcess {
         Self::start(command)
     }
 
+    /// `tokengate serve` on `database` (a path or URL), port 0, with the
+    /// test secret and `extra` arguments.
+    pub fn serve_database(dir: &Path, database: &str, extra: &[&str]) -> Self {
+        let mut command = tokengate(dir);
+        command
+            .args(["serve", "--database", database, "--bind", "127.0.0.1:0"])
+            .args(["--jwt-secret", TEST_SECRET])
+            .args(extra);
+        Self::start(command)
+    }
+
     /// Starts `command` and waits (boundedly) for its "listening on" line.
     pub fn start(mut command: Command) -> Self {
         use std::io::BufRead;
@@ -721,4 +764,505 @@ impl TestApp {
 pub async fn assert_invalid_grant(response: Response) {
     let (headers, _) = assert_error(response, StatusCode::UNAUTHORIZED, "invalid_grant").await;
     assert_eq!(challenge(&headers).as_deref(), Some(PLAIN_CHALLENGE));
+}
+
+// ---------------------------------------------------------------------------
+// Engines: every test module included under `on_postgres` (see `main.rs`)
+// runs its tests against PostgreSQL; everything else against SQLite.
+
+/// Which storage engine a test's servers use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+/// The engine of the running test: PostgreSQL for tests under the
+/// `on_postgres` module (libtest names each test's thread after its path),
+/// when PostgreSQL's binaries are installed.
+pub fn engine() -> Engine {
+    let on_postgres = std::thread::current()
+        .name()
+        .is_some_and(|name| name.starts_with("on_postgres::"));
+    if on_postgres && postgres().is_some() {
+        Engine::Postgres
+    } else {
+        Engine::Sqlite
+    }
+}
+
+/// Whether a test of SQLite's own layout (the denylist's log and merges),
+/// included with its module under `on_postgres`, runs on PostgreSQL now and
+/// should return at once.
+pub fn on_postgres_skip_sqlite_layout() -> bool {
+    engine() == Engine::Postgres
+}
+
+/// A PostgreSQL server of the test run: `initdb` into a temporary directory
+/// (as the `postgres` user when running as root), `pg_ctl start` on a free
+/// port. `fsync` stays on: the durability tests need it. Stopped when
+/// dropped, at exit (the shared one) and, should the test process die, by a
+/// watchdog that waits for it.
+pub struct PgServer {
+    bin: PathBuf,
+    data: PathBuf,
+    pub port: u16,
+    dir: Option<TempDir>,
+}
+
+/// The password of the `pw_user` role (scram-sha-256 over TCP).
+pub const PG_PASSWORD: &str = "pw-Secret-4711-do-not-log";
+
+static SHARED_PG: std::sync::OnceLock<Option<PgServer>> = std::sync::OnceLock::new();
+static SHARED_PG_DATA: std::sync::OnceLock<(PathBuf, PathBuf, PathBuf)> =
+    std::sync::OnceLock::new();
+static DATABASES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Debian's PostgreSQL binaries (the newest installed version), if any.
+pub fn pg_bin() -> Option<PathBuf> {
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let version: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let bin = entry.path().join("bin");
+            bin.join("initdb").exists().then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, bin)| bin)
+}
+
+/// The shared server of this test run, started on first use; `None` (said
+/// once, in one line) when PostgreSQL is not installed.
+pub fn postgres() -> Option<&'static PgServer> {
+    SHARED_PG
+        .get_or_init(|| match PgServer::start() {
+            Ok(server) => {
+                let _ = SHARED_PG_DATA.set((
+                    server.bin.clone(),
+                    server.data.clone(),
+                    server.dir.as_ref().unwrap().path().to_owned(),
+                ));
+                // SAFETY: registers a plain function to run at exit.
+                unsafe { libc::atexit(stop_shared_pg) };
+                Some(server)
+            }
+            Err(why) => {
+                eprintln!("PostgreSQL half skipped (its tests run on SQLite instead): {why}");
+                None
+            }
+        })
+        .as_ref()
+}
+
+extern "C" fn stop_shared_pg() {
+    if let Some((bin, data, dir)) = SHARED_PG_DATA.get() {
+        let _ = pg_ctl_stop(bin, data);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+fn as_postgres(program: &Path) -> Command {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--"]).arg(program);
+        command
+    } else {
+        Command::new(program)
+    }
+}
+
+fn pg_ctl_stop(bin: &Path, data: &Path) -> std::io::Result<std::process::Output> {
+    as_postgres(&bin.join("pg_ctl"))
+        .arg("-D")
+        .arg(data)
+        .args(["stop", "-m", "immediate", "-w"])
+        .stdin(Stdio::null())
+        .output()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl PgServer {
+    /// A new server of its own (about 2 s), for tests that stop it.
+    pub fn start() -> Result<Self, String> {
+        let bin = pg_bin().ok_or("no PostgreSQL binaries in /usr/lib/postgresql/*/bin")?;
+        let dir = tempfile::Builder::new()
+            .prefix("tokengate-pg-")
+            .tempdir()
+            .map_err(|e| e.to_string())?;
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            let owned = Command::new("chown")
+                .arg("postgres:postgres")
+                .arg(dir.path())
+                .status()
+                .map_err(|e| e.to_string())?;
+            if !owned.success() {
+                return Err("cannot give the data directory to the postgres user".into());
+            }
+        }
+        let data = dir.path().join("data");
+        let output = as_postgres(&bin.join("initdb"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-A", "trust", "-U", "postgres", "--no-sync"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("initdb: {e}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "initdb failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+        // The password role logs in with scram over TCP; everyone else is trusted.
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\n\
+             host all pw_user 127.0.0.1/32 scram-sha-256\n\
+             host all all 127.0.0.1/32 trust\n",
+        )
+        .map_err(|e| e.to_string())?;
+        let server = Self {
+            bin,
+            data,
+            port: free_port(),
+            dir: Some(dir),
+        };
+        server.start_again()?;
+        // Watchdog: stop the server if this process dies without its exit handlers.
+        let _ = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
+                 {stop} -D '{data}' stop -m immediate >/dev/null 2>&1; rm -rf '{dir}'",
+                pid = std::process::id(),
+                stop = if unsafe { libc::geteuid() } == 0 {
+                    format!(
+                        "runuser -u postgres -- {}",
+                        server.bin.join("pg_ctl").display()
+                    )
+                } else {
+                    server.bin.join("pg_ctl").display().to_string()
+                },
+                data = server.data.display(),
+                dir = server.dir.as_ref().unwrap().path().display(),
+            ))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        server.psql(&format!(
+            "CREATE ROLE pw_user LOGIN SUPERUSER PASSWORD '{PG_PASSWORD}'; \
+             CREATE ROLE weak LOGIN;"
+        ))?;
+        Ok(server)
+    }
+
+    /// Starts the server (again) on its data directory and port.
+    pub fn start_again(&self) -> Result<(), String> {
+        let socket_dir = self.data.parent().unwrap();
+        let output = as_postgres(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(&self.data)
+            .arg("-l")
+            .arg(socket_dir.join("log"))
+            .arg("-o")
+            .arg(format!(
+                "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=400 \
+                 -c fsync=on -c shared_buffers=32MB",
+                self.port,
+                socket_dir.display()
+            ))
+            .args(["-w", "-t", "60", "start"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("pg_ctl: {e}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "pg_ctl start failed: {}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+        Ok(())
+    }
+
+    /// `pg_ctl stop -m immediate`: the server dies as in a crash.
+    pub fn stop_immediate(&self) {
+        let output = pg_ctl_stop(&self.bin, &self.data).unwrap();
+        assert!(output.status.success(), "pg_ctl stop: {output:?}");
+    }
+
+    /// Runs SQL with psql over the unix socket, as the `postgres` user.
+    pub fn psql(&self, sql: &str) -> Result<String, String> {
+        self.psql_in("postgres", sql)
+    }
+
+    /// Runs SQL with psql in database `db`.
+    pub fn psql_in(&self, db: &str, sql: &str) -> Result<String, String> {
+        let output = as_postgres(&self.bin.join("psql"))
+            .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-h"])
+            .arg(self.data.parent().unwrap())
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                db,
+                "-c",
+                sql,
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("psql: {e}"))?;
+        if output.status.success() {
+            Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+        } else {
+            Err(String::from_utf8_lossy(&output.stderr).into_owned())
+        }
+    }
+
+    /// The URL of database `db`, as the trusted `postgres` user.
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// A new, empty database; returns its name.
+    pub fn create_database(&self) -> String {
+        let n = DATABASES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("t_{}_{n}", std::process::id());
+        self.psql(&format!("CREATE DATABASE {name}"))
+            .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
+        name
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        let _ = pg_ctl_stop(&self.bin, &self.data);
+    }
+}
+
+/// A direct connection to a test server's database, for tests that look
+/// at or change rows behind the server's back. SQL is written for SQLite
+/// (`?1` placeholders); on PostgreSQL it is translated (`$1`, `DROP TABLE`
+/// with `CASCADE`) and the parameters and result row pass through an
+/// in-memory SQLite statement, so the same closures read them.
+pub enum TestDb {
+    Sqlite(rusqlite::Connection),
+    Postgres(String),
+}
+
+impl TestDb {
+    /// Like `rusqlite::Connection::query_row` (the first row).
+    pub fn query_row<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: rusqlite::Params,
+        F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    {
+        match self {
+            TestDb::Sqlite(conn) => conn.query_row(sql, params, f),
+            TestDb::Postgres(url) => {
+                let values = bridge_params(sql, params)?;
+                let row = pg_run(url, &pg_sql(sql), values, true)
+                    .map_err(rusqlite::Error::InvalidParameterName)?
+                    .ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+                let memory = rusqlite::Connection::open_in_memory()?;
+                let select = format!(
+                    "SELECT {}",
+                    (1..=row.len().max(1))
+                        .map(|i| format!("?{i}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                memory.query_row(&select, rusqlite::params_from_iter(row), f)
+            }
+        }
+    }
+
+    /// Like `rusqlite::Connection::execute`.
+    pub fn execute<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
+        match self {
+            TestDb::Sqlite(conn) => conn.execute(sql, params),
+            TestDb::Postgres(url) => {
+                let values = bridge_params(sql, params)?;
+                pg_run(url, &pg_sql(sql), values, false)
+                    .map(|_| 1)
+                    .map_err(rusqlite::Error::InvalidParameterName)
+            }
+        }
+    }
+
+    /// Like `rusqlite::Connection::execute_batch`.
+    pub fn execute_batch(&self, sql: &str) -> rusqlite::Result<()> {
+        match self {
+            TestDb::Sqlite(conn) => conn.execute_batch(sql),
+            TestDb::Postgres(url) => pg_run(url, &pg_sql(sql), Vec::new(), false)
+                .map(|_| ())
+                .map_err(rusqlite::Error::InvalidParameterName),
+        }
+    }
+}
+
+/// The values of `params`, read back through an in-memory SQLite `SELECT`.
+fn bridge_params<P: rusqlite::Params>(
+    sql: &str,
+    params: P,
+) -> rusqlite::Result<Vec<rusqlite::types::Value>> {
+    let count = (1..=32)
+        .rev()
+        .find(|i| sql.contains(&format!("?{i}")))
+        .unwrap_or(0);
+    if count == 0 {
+        return Ok(Vec::new());
+    }
+    let memory = rusqlite::Connection::open_in_memory()?;
+    let select = format!(
+        "SELECT {}",
+        (1..=count)
+            .map(|i| format!("?{i}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    memory.query_row(&select, params, |row| {
+        (0..count)
+            .map(|i| row.get::<_, rusqlite::types::Value>(i))
+            .collect()
+    })
+}
+
+/// SQLite's SQL as PostgreSQL wants it. PostgreSQL keeps the denylist in
+/// one table: SQLite's two parts (`revocations` is both, `revocation_log`
+/// the unmerged part) read as that table, and as an empty log.
+fn pg_sql(sql: &str) -> String {
+    let mut out = sql.to_owned();
+    if has_word(&out, "revocation_log") {
+        let log = if out.trim_start().to_ascii_uppercase().starts_with("INSERT") {
+            "revoked_tokens"
+        } else {
+            "(SELECT jti, purge_after FROM revoked_tokens WHERE false) AS revocation_log"
+        };
+        out = out.replace("revocation_log", log);
+    }
+    if has_word(&out, "revocations") {
+        out = out.replace("revocations", "revoked_tokens");
+    }
+    for i in (1..=32).rev() {
+        out = out.replace(&format!("?{i}"), &format!("${i}"));
+    }
+    let trimmed = out.trim().trim_end_matches(';');
+    if trimmed.to_ascii_uppercase().starts_with("DROP TABLE") {
+        return format!("{trimmed} CASCADE");
+    }
+    out
+}
+
+/// Whether `name` occurs in `sql` as a whole word.
+fn has_word(sql: &str, name: &str) -> bool {
+    let bytes = sql.as_bytes();
+    let is_word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    sql.match_indices(name).any(|(at, _)| {
+        let before = at.checked_sub(1).map(|i| bytes[i]);
+        let after = bytes.get(at + name.len()).copied();
+        !before.is_some_and(is_word) && !after.is_some_and(is_word)
+    })
+}
+
+/// Runs one statement on PostgreSQL on a thread of its own (the caller may
+/// be an async test); returns the first row when `want_row`.
+fn pg_run(
+    url: &str,
+    sql: &str,
+    values: Vec<rusqlite::types::Value>,
+    want_row: bool,
+) -> Result<Option<Vec<rusqlite::types::Value>>, String> {
+    let url = url.to_owned();
+    let sql = sql.to_owned();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(pg_run_async(&url, &sql, values, want_row))
+    })
+    .join()
+    .unwrap()
+}
+
+async fn pg_run_async(
+    url: &str,
+    sql: &str,
+    values: Vec<rusqlite::types::Value>,
+    want_row: bool,
+) -> Result<Option<Vec<rusqlite::types::Value>>, String> {
+    use rusqlite::types::Value as V;
+    use tokio_postgres::types::{ToSql, Type};
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
+    if values.is_empty() && !want_row {
+        client.batch_execute(sql).await.map_err(|e| e.to_string())?;
+        return Ok(None);
+    }
+    let stmt = client.prepare(sql).await.map_err(|e| e.to_string())?;
+    let mut boxed: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
+    for (value, ty) in values.iter().zip(stmt.params()) {
+        boxed.push(match (value, ty) {
+            (V::Null, _) => Box::new(None::<i64>),
+            (V::Integer(i), &Type::INT4) => Box::new(*i as i32),
+            (V::Integer(i), &Type::INT2) => Box::new(*i as i16),
+            (V::Integer(i), &Type::BOOL) => Box::new(*i != 0),
+            (V::Integer(i), _) => Box::new(*i),
+            (V::Real(f), _) => Box::new(*f),
+            (V::Text(t), _) => Box::new(t.clone()),
+            (V::Blob(b), _) => Box::new(b.clone()),
+        });
+    }
+    let refs: Vec<&(dyn ToSql + Sync)> =
+        boxed.iter().map(|b| &**b as &(dyn ToSql + Sync)).collect();
+    let rows = client
+        .query(&stmt, &refs)
+        .await
+        .map_err(|e| e.to_string())?;
+    if !want_row {
+        return Ok(None);
+    }
+    let Some(row) = rows.first() else {
+        return Ok(None);
+    };
+    let mut out = Vec::new();
+    for (i, column) in row.columns().iter().enumerate() {
+        let ty = column.type_();
+        out.push(if *ty == Type::INT8 {
+            row.get::<_, Option<i64>>(i).map_or(V::Null, V::Integer)
+        } else if *ty == Type::INT4 {
+            row.get::<_, Option<i32>>(i)
+                .map_or(V::Null, |v| V::Integer(v.into()))
+        } else if *ty == Type::INT2 {
+            row.get::<_, Option<i16>>(i)
+                .map_or(V::Null, |v| V::Integer(v.into()))
+        } else if *ty == Type::BOOL {
+            row.get::<_, Option<bool>>(i)
+                .map_or(V::Null, |v| V::Integer(v.into()))
+        } else if *ty == Type::BYTEA {
+            row.get::<_, Option<Vec<u8>>>(i).map_or(V::Null, V::Blob)
+        } else if *ty == Type::FLOAT8 {
+            row.get::<_, Option<f64>>(i).map_or(V::Null, V::Real)
+        } else {
+            row.get::<_, Option<String>>(i).map_or(V::Null, V::Text)
+        });
+    }
+    Ok(Some(out))
 }

@@ -1,5 +1,7 @@
 //! The integration tests: one binary, every test against a real server on
-//! its own port with its own temporary database (see [`helpers`]).
+//! its own port with its own temporary database (see [`helpers`]). The
+//! engine-neutral modules run twice: as themselves on SQLite, and under
+//! [`on_postgres`] on PostgreSQL.
 
 mod abuse;
 mod cli;
@@ -18,7 +20,9 @@ mod login;
 mod logout;
 mod migrations;
 mod oauth;
+mod on_postgres;
 mod openapi;
+mod postgres;
 mod register;
 mod sessions;
 mod throttling;
