@@ -12,6 +12,7 @@ use poem_openapi::types::Email;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 use serde_json::{Map, Value};
 
+use super::attempts;
 use super::body::{check_email, check_length, required_string, FromJsonObject, JsonBody};
 use super::client_address::client_ip;
 use super::security::BearerChecked;
@@ -299,12 +300,7 @@ impl AuthApi {
         // Counted before the password is checked: concurrent attempts cannot
         // all pass a check made before any of them failed. Every way out of
         // this function but `succeeded` leaves the attempt counted as failed.
-        let attempt = state.throttle.reserve(&email, client).map_err(|wait| {
-            let retry_after = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            ApiError::TooManyRequests {
-                retry_after: retry_after.max(1),
-            }
-        })?;
+        let attempt = attempts::reserve(&state, &email, client).await?;
 
         let found = state.store.find_credentials(&email).await?;
         let (user_id, hash) = match found {
@@ -324,7 +320,7 @@ impl AuthApi {
             attempt.failed();
             return Err(ApiError::InvalidCredentials.into());
         };
-        attempt.succeeded();
+        attempt.succeeded(&state).await?;
 
         // A session starts, durably, before any token of it is handed out.
         let sid = refresh::new_session_id();

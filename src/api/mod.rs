@@ -16,6 +16,7 @@
 //! tells the truth; the error variants themselves are produced by
 //! [`crate::error::ApiError`], which builds every error body in one place.
 
+pub mod attempts;
 pub mod auth;
 pub mod body;
 pub mod client_address;

@@ -10,6 +10,7 @@ use poem_openapi::types::Email;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use serde_json::{Map, Value};
 
+use super::attempts;
 use super::auth::{token_pair, user_agent, TokenBody};
 use super::body::{check_email, check_length, required_string, FromJsonObject, JsonBody};
 use super::client_address::client_ip;
@@ -190,15 +191,8 @@ impl UsersApi {
             .map(|peer| client_ip(peer.ip(), request.headers(), &state.trusted_proxies));
         // A wrong current password counts as a failed login for the user's
         // address, reserved before the check like a login.
-        let attempt = state
-            .throttle
-            .reserve(&email, client_address.map(ClientKey::from))
-            .map_err(|wait| {
-                let retry_after = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-                ApiError::TooManyRequests {
-                    retry_after: retry_after.max(1),
-                }
-            })?;
+        let attempt =
+            attempts::reserve(&state, &email, client_address.map(ClientKey::from)).await?;
         let hash = state
             .store
             .find_credentials(&email)
@@ -213,7 +207,7 @@ impl UsersApi {
             attempt.failed();
             return Err(ApiError::WrongPassword.into());
         }
-        attempt.succeeded();
+        attempt.succeeded(&state).await?;
         let password_hash = state
             .passwords
             .hash(change.new_password)

@@ -910,3 +910,30 @@ async fn health_is_503_when_reads_work_but_commits_fail() {
         .unwrap();
     app.assert_still_serving().await;
 }
+
+#[tokio::test]
+async fn failed_logins_on_two_nodes_count_together_over_http() {
+    // Five failures for one address, made on two nodes, block it on both;
+    // so does a wrong current password in a password change.
+    let Some(pg) = pg() else { return };
+    let database = pg.url(&pg.create_database());
+    let a = crate::helpers::spawn_app_on(&database, |_| {}).await;
+    let b = crate::helpers::spawn_app_on(&database, |_| {}).await;
+    let user = a.register_user("shared@example.com").await;
+    let pair = b.login_pair(&user).await;
+    for node in [&a, &b, &a, &b] {
+        assert_eq!(
+            node.login(&user.email, "wrong password").await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let response = b
+        .change_password(&pair.access, "also wrong", "a new passphrase")
+        .await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    for node in [&a, &b] {
+        let response = node.login(&user.email, &user.password).await;
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(response.headers().contains_key("retry-after"));
+    }
+}

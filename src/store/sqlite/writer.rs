@@ -26,8 +26,8 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, TransactionBehavior};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::oneshot;
 
 use super::denylist::{session_key, Denylist, Pending, Revocation, View};
@@ -337,11 +337,7 @@ fn end_session(batch: &mut Batch<'_>, sid: &str, user_id: Option<i64>) -> Result
     Ok(true)
 }
 
-fn write_loop(
-    mut live: LiveConnection,
-    queue: Receiver<Request>,
-    context: &Context<'_>,
-) {
+fn write_loop(mut live: LiveConnection, queue: Receiver<Request>, context: &Context<'_>) {
     let stamp = |at: &AtomicU64| {
         at.store(
             (context.started.elapsed().as_millis() as u64).max(1),
