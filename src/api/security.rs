@@ -22,7 +22,7 @@ use crate::auth::tokens::VerifiedClaims;
 use crate::auth::verdict;
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::store::User;
+use crate::store::{User, UserFacts};
 
 /// Name of the security scheme in the OpenAPI document.
 pub const SCHEME_NAME: &str = "bearerAuth";
@@ -93,14 +93,14 @@ fn verify(request: &Request) -> Result<(&Arc<AppState>, VerifiedClaims), ApiErro
 pub async fn check_token(
     state: &AppState,
     token: &str,
-) -> Result<(VerifiedClaims, User), ApiError> {
+) -> Result<(VerifiedClaims, Arc<UserFacts>), ApiError> {
     let claims = verify_token(state, token)?;
     let lookup = state.store.lookup(&claims.lookup_key()).await?;
     let now_s = chrono::Utc::now().timestamp();
     verdict::judge(claims.facts(), &lookup, now_s)
         .map_err(|refusal| ApiError::InvalidToken(refusal.description()))?;
     match lookup.user {
-        Some(facts) => Ok((claims, facts.user.clone())),
+        Some(facts) => Ok((claims, facts)),
         None => Err(ApiError::InvalidToken(
             verdict::Refusal::UserGone.description(),
         )),
@@ -108,7 +108,7 @@ pub async fn check_token(
 }
 
 /// Checks a request's Bearer token with [`check_token`].
-async fn authenticate(request: &Request) -> Result<(VerifiedClaims, User), ApiError> {
+pub async fn authenticate(request: &Request) -> Result<(VerifiedClaims, Arc<UserFacts>), ApiError> {
     let (state, token) = bearer_token(request)?;
     check_token(state, token).await
 }
@@ -208,4 +208,7 @@ impl<'a> ApiExtractor<'a> for BearerChecked {
     }
 }
 
-bearer_extractor!(BearerUser, |claims, user| BearerUser { claims, user });
+bearer_extractor!(BearerUser, |claims, facts| BearerUser {
+    claims,
+    user: facts.user.clone()
+});

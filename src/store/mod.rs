@@ -164,6 +164,20 @@ pub struct UserFacts {
     /// Access tokens issued at or before this moment (Unix µs) are rejected
     /// (the last global logout or password change; 0: never).
     pub tokens_invalid_before_us: i64,
+    /// The API's JSON rendering of `user`, made once for as long as this
+    /// answer is remembered (see `crate::api::users`); storage never reads it.
+    pub rendered: std::sync::OnceLock<bytes::Bytes>,
+}
+
+impl UserFacts {
+    /// A user and their mark, not rendered yet.
+    pub fn new(user: User, tokens_invalid_before_us: i64) -> Self {
+        Self {
+            user,
+            tokens_invalid_before_us,
+            rendered: std::sync::OnceLock::new(),
+        }
+    }
 }
 
 /// What `DELETE /api/v1/logout` ends besides the presented token.

@@ -56,15 +56,15 @@ pub fn facts_from_rows(rows: &[Row], count: usize) -> Result<Vec<(Lookup, i64)>,
             expires_at: row.get(4),
         });
         let user = row.get::<_, Option<i64>>(5).map(|id| {
-            Arc::new(UserFacts {
-                user: User {
+            Arc::new(UserFacts::new(
+                User {
                     id,
                     name: row.get(6),
                     email: row.get(7),
                     created_at: row.get(8),
                 },
-                tokens_invalid_before_us: row.get(9),
-            })
+                row.get(9),
+            ))
         });
         if let Some(slot) = index.checked_sub(1).and_then(|i| found.get_mut(i)) {
             *slot = Some((

@@ -40,15 +40,15 @@ pub fn find_facts(conn: &Connection, id: i64) -> Result<Option<UserFacts>, Store
     )?;
     let user = stmt
         .query_row([id], |row| {
-            Ok(UserFacts {
-                user: User {
+            Ok(UserFacts::new(
+                User {
                     id: row.get(0)?,
                     name: row.get(1)?,
                     email: row.get(2)?,
                     created_at: row.get(3)?,
                 },
-                tokens_invalid_before_us: row.get(4)?,
-            })
+                row.get(4)?,
+            ))
         })
         .optional()?;
     Ok(user)
