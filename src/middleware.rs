@@ -78,9 +78,11 @@ impl Endpoint for Edge {
             ApiError::PayloadTooLarge.as_response()
         } else {
             req.extensions_mut().insert(self.state.clone());
+            // The hottest routes go straight to their handlers (see there).
             let answered = if method == Method::GET && path == "/api/v1/user" {
-                // The hottest route, straight to its handler (see there).
                 Ok(crate::api::users::current_user_direct(&req).await)
+            } else if method == Method::DELETE && path == "/api/v1/logout" {
+                Ok(crate::api::auth::logout_direct(&req).await)
             } else if is_docs(&path) {
                 self.docs.call(req).await.map(IntoResponse::into_response)
             } else {

@@ -19,6 +19,7 @@ use super::security::BearerChecked;
 use super::ApiTags;
 use crate::auth::refresh;
 use crate::auth::throttle::ClientKey;
+use crate::auth::tokens::VerifiedClaims;
 use crate::error::{ApiError, ErrorBody, FieldErrors};
 use crate::state::AppState;
 use crate::store::{Checked, LogoutScope, NewSession, Refreshed, TokenToEnd};
@@ -405,16 +406,56 @@ impl AuthApi {
             ScopeParam::Others => LogoutScope::Others,
             ScopeParam::Global => LogoutScope::Global,
         };
-        let claims = auth.0;
-        let token = TokenToEnd {
-            key: claims.lookup_key(),
-            exp: claims.exp,
-            issued: claims.issued,
+        end(&state, auth.0, scope).await?;
+        Ok(LogoutResponse::NoContent)
+    }
+}
+
+/// Ends `claims`' token and what `scope` says, durably.
+async fn end(state: &AppState, claims: VerifiedClaims, scope: LogoutScope) -> Result<(), ApiError> {
+    let token = TokenToEnd {
+        key: claims.lookup_key(),
+        exp: claims.exp,
+        issued: claims.issued,
+    };
+    match state.store.logout(token, scope).await? {
+        Checked::Done(()) => Ok(()),
+        // The storage half of the token check, applied inside the write.
+        Checked::Refused(refusal) => Err(ApiError::InvalidToken(refusal.description())),
+    }
+}
+
+/// `DELETE /api/v1/logout` answered straight from [`crate::middleware`],
+/// without poem-openapi's router (see `crate::api::users::current_user_direct`
+/// for why): the same checks in the same order as [`AuthApi::logout`] (the
+/// token, then `scope`), the same answers.
+pub async fn logout_direct(request: &Request) -> poem::Response {
+    let ended = async {
+        let (state, claims) = super::security::verify(request)?;
+        let query = request.uri().query().unwrap_or("");
+        let scope = form_urlencoded::parse(query.as_bytes())
+            .find(|(name, _)| name == "scope")
+            .map(|(_, value)| value);
+        let scope = match scope.as_deref() {
+            None => LogoutScope::Local,
+            Some("local") => LogoutScope::Local,
+            Some("others") => LogoutScope::Others,
+            Some("global") => LogoutScope::Global,
+            Some(_) => {
+                return Err(ApiError::Validation(FieldErrors::from([(
+                    "scope".to_owned(),
+                    vec!["is invalid: must be one of local, others, global".to_owned()],
+                )])))
+            }
         };
-        match state.store.logout(token, scope).await? {
-            Checked::Done(()) => Ok(LogoutResponse::NoContent),
-            // The storage half of the token check, applied inside the write.
-            Checked::Refused(refusal) => Err(ApiError::InvalidToken(refusal.description()).into()),
-        }
+        refuse_repeated_parameter(request, "scope")?;
+        end(state, claims, scope).await
+    }
+    .await;
+    match ended {
+        Ok(()) => poem::Response::builder()
+            .status(poem::http::StatusCode::NO_CONTENT)
+            .finish(),
+        Err(error) => poem::error::ResponseError::as_response(&error),
     }
 }

@@ -76,7 +76,7 @@ fn verify_token(state: &AppState, token: &str) -> Result<VerifiedClaims, ApiErro
 }
 
 /// The first half of the check of a request's token (see [`verify_token`]).
-fn verify(request: &Request) -> Result<(&Arc<AppState>, VerifiedClaims), ApiError> {
+pub fn verify(request: &Request) -> Result<(&Arc<AppState>, VerifiedClaims), ApiError> {
     let (state, token) = bearer_token(request)?;
     Ok((state, verify_token(state, token)?))
 }

@@ -206,6 +206,21 @@ impl Denylist {
         if self.is_revoked(conn, jti, View::Batch(pending))? {
             return Ok(Revocation::AlreadyRevoked);
         }
+        self.append(conn, pending, jti, purge_after)
+    }
+
+    /// Appends a revocation the caller has just seen unrevoked in this same
+    /// transaction; only the batch's own earlier rows are checked again.
+    pub fn append(
+        &self,
+        conn: &Connection,
+        pending: &mut Pending,
+        jti: &str,
+        purge_after: i64,
+    ) -> Result<Revocation, StoreError> {
+        if pending.jtis.contains(jti) {
+            return Ok(Revocation::AlreadyRevoked);
+        }
         conn.prepare_cached("INSERT INTO revocation_log (jti, purge_after) VALUES (?1, ?2)")?
             .execute(params![jti, purge_after])?;
         pending.jtis.insert(jti.to_owned());

@@ -527,12 +527,20 @@ fn logout(
     let sid = token.key.sid.as_deref();
     match scope {
         LogoutScope::Local => {
+            // The re-check just found the jti unrevoked and the session
+            // active, in this very transaction: append without asking again.
             let purge_after = token.exp.saturating_add(batch.lifetimes.leeway);
             batch
                 .denylist
-                .insert(conn, &mut batch.pending, &token.key.jti, purge_after)?;
+                .append(conn, &mut batch.pending, &token.key.jti, purge_after)?;
             if let Some(sid) = sid {
-                end_session(batch, sid, Some(user_id))?;
+                let session_purge_after = clock.now_s().saturating_add(clock.token_tail);
+                batch.denylist.append(
+                    conn,
+                    &mut batch.pending,
+                    &session_key(sid),
+                    session_purge_after,
+                )?;
             }
         }
         LogoutScope::Others => {
