@@ -313,7 +313,8 @@ pub struct Settings {
           value_parser = clap::value_parser!(u64).range(60..=315_360_000), global = true)]
     pub session_max_age: u64,
 
-    /// Seconds between purges of expired rows from the denylist.
+    /// Seconds between purges of rows no token can need any more: denylist
+    /// entries, ended or expired sessions and their refresh tokens.
     #[arg(long, env = "TOKENGATE_PURGE_INTERVAL", default_value_t = 300,
           value_parser = clap::value_parser!(u64).range(1..=86_400), global = true)]
     pub purge_interval: u64,

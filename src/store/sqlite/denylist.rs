@@ -16,9 +16,14 @@
 //!   commit of 64 revocations writes 3 to 4 pages (~15 KiB), whatever the
 //!   size of the denylist.
 //! - `revoked_tokens`: the merged revocations, keyed by `jti`. When the log
-//!   holds [`Denylist::merge_rows`] rows, the writer moves them over in one
+//!   holds [`Denylist::merge_rows`] rows, or half the rows of
+//!   `revoked_tokens` if that is more, the writer moves them over in one
 //!   transaction, in `jti` order, so each leaf is written once for all the
-//!   rows that land on it (a fraction of a page per revocation).
+//!   rows that land on it (a fraction of a page per revocation). A merge
+//!   rewrites most leaves of the table whatever the log's length, so the log
+//!   grows with the table (as the levels of an LSM tree do): the pages
+//!   written per revocation stay the same at any size of the denylist, and
+//!   the mirror below stays bounded by half the denylist.
 //!
 //! The log has no `jti` index: each process keeps a *mirror* of the log's
 //! rows in memory, caught up from the tail (`seq > last seen`) inside the
@@ -30,6 +35,7 @@
 //! ever misses a revocation.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -56,10 +62,26 @@ const SESSION_PREFIX: &str = "s:";
 /// Log rows at which the writer merges the log into `revoked_tokens`.
 pub const DEFAULT_MERGE_ROWS: usize = 32_768;
 
+/// The log is also allowed to grow to `revoked_tokens` rows over this.
+const MERGE_RATIO: usize = 2;
+
+/// What a merge did, for [`Denylist::merged`] once it has committed.
+#[derive(Debug, Clone, Copy)]
+pub struct Merge {
+    /// Highest `seq` merged.
+    pub upto: i64,
+    /// Rows added to `revoked_tokens`.
+    pub moved: usize,
+    /// Rows of `revoked_tokens` after the merge.
+    pub table_rows: usize,
+}
+
 /// The denylist of one process: the in-memory mirror of the log.
 pub struct Denylist {
     mirror: Mutex<Mirror>,
     merge_rows: usize,
+    /// Log rows at which the next merge is due (see the module comment).
+    merge_at: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -121,6 +143,7 @@ impl Denylist {
         Self {
             mirror: Mutex::new(Mirror::default()),
             merge_rows: merge_rows.max(1),
+            merge_at: AtomicUsize::new(merge_rows.max(1)),
         }
     }
 
@@ -281,16 +304,20 @@ impl Denylist {
 
     /// Whether the log is due a merge (called by the writer after a commit).
     pub fn merge_due(&self, conn: &Connection) -> Result<bool, StoreError> {
-        Ok(log_bounds(conn)?.is_some_and(|(min, max)| (max - min + 1) as usize >= self.merge_rows))
+        let due = self.merge_at.load(Ordering::Relaxed);
+        Ok(log_bounds(conn)?.is_some_and(|(min, max)| (max - min + 1) as usize >= due))
     }
 
     /// Moves every log row into `revoked_tokens`, in `jti` order, inside the
-    /// caller's write transaction. Returns the highest `seq` merged and how
-    /// many rows moved; the mirror forgets them once the transaction has
-    /// committed (see [`Denylist::merged`]).
-    pub fn merge(&self, conn: &Connection) -> Result<(i64, usize), StoreError> {
+    /// caller's write transaction. The mirror forgets them once the
+    /// transaction has committed (see [`Denylist::merged`]).
+    pub fn merge(&self, conn: &Connection) -> Result<Merge, StoreError> {
         let Some((_, max)) = log_bounds(conn)? else {
-            return Ok((0, 0));
+            return Ok(Merge {
+                upto: 0,
+                moved: 0,
+                table_rows: 0,
+            });
         };
         let moved = conn
             .prepare_cached(
@@ -301,12 +328,27 @@ impl Denylist {
             .execute([max])?;
         conn.prepare_cached("DELETE FROM revocation_log WHERE seq <= ?1")?
             .execute([max])?;
-        Ok((max, moved))
+        // SQLite counts a table from its pages' headers: about a
+        // millisecond for a million rows whose pages the merge just read.
+        let table_rows: i64 = conn
+            .prepare_cached("SELECT count(*) FROM revoked_tokens")?
+            .query_row([], |row| row.get(0))?;
+        Ok(Merge {
+            upto: max,
+            moved,
+            table_rows: usize::try_from(table_rows).unwrap_or(0),
+        })
     }
 
-    /// A merge up to `seq` has committed: the mirror may forget those rows.
-    pub fn merged(&self, seq: i64) {
-        self.forget_upto(seq);
+    /// A merge has committed: the mirror may forget its rows, and the next
+    /// merge is due when the log holds half the table (or
+    /// `merge_rows`, if that is more).
+    pub fn merged(&self, merge: &Merge) {
+        self.forget_upto(merge.upto);
+        self.merge_at.store(
+            self.merge_rows.max(merge.table_rows / MERGE_RATIO),
+            Ordering::Relaxed,
+        );
     }
 
     /// Rows the mirror holds (for tests and diagnostics).
@@ -416,10 +458,10 @@ mod tests {
         assert!(!denylist.is_revoked(&conn, "z", View::Committed).unwrap());
         assert!(denylist.merge_due(&conn).unwrap());
         let tx = conn.transaction().unwrap();
-        let (upto, moved) = denylist.merge(&tx).unwrap();
+        let merge = denylist.merge(&tx).unwrap();
         tx.commit().unwrap();
-        denylist.merged(upto);
-        assert_eq!(moved, 4);
+        denylist.merged(&merge);
+        assert_eq!((merge.moved, merge.table_rows), (4, 4));
         assert_eq!(denylist.mirrored(), 0);
         for jti in ["a", "b", "c", "d"] {
             assert!(denylist.is_revoked(&conn, jti, View::Committed).unwrap());
@@ -427,6 +469,41 @@ mod tests {
         // The log continues after the merge.
         assert_eq!(revoke(&denylist, &mut conn, "e"), Revocation::Revoked);
         assert!(denylist.is_revoked(&conn, "e", View::Committed).unwrap());
+    }
+
+    #[test]
+    fn the_log_may_grow_to_half_the_table_before_the_next_merge() {
+        let (_dir, mut conn) = db();
+        let denylist = Denylist::new(2);
+        let merge_all = |denylist: &Denylist, conn: &mut Connection| {
+            let tx = conn.transaction().unwrap();
+            let merge = denylist.merge(&tx).unwrap();
+            tx.commit().unwrap();
+            denylist.merged(&merge);
+            merge
+        };
+        for i in 0..10 {
+            revoke(&denylist, &mut conn, &format!("a{i}"));
+        }
+        assert_eq!(merge_all(&denylist, &mut conn).table_rows, 10);
+        // Half of 10: due at 5 log rows, not at merge_rows (2).
+        for i in 0..4 {
+            revoke(&denylist, &mut conn, &format!("b{i}"));
+            assert!(!denylist.merge_due(&conn).unwrap(), "{} rows", i + 1);
+        }
+        revoke(&denylist, &mut conn, "b4");
+        assert!(denylist.merge_due(&conn).unwrap());
+        assert_eq!(merge_all(&denylist, &mut conn).table_rows, 15);
+        assert_eq!(denylist.mirrored(), 0);
+        // A table that shrank (purged) below 2 * merge_rows: merge_rows again.
+        conn.execute("DELETE FROM revoked_tokens WHERE jti <> 'a0'", [])
+            .unwrap();
+        revoke(&denylist, &mut conn, "c0");
+        assert_eq!(merge_all(&denylist, &mut conn).table_rows, 2);
+        revoke(&denylist, &mut conn, "c1");
+        assert!(!denylist.merge_due(&conn).unwrap());
+        revoke(&denylist, &mut conn, "c2");
+        assert!(denylist.merge_due(&conn).unwrap());
     }
 
     #[test]
@@ -446,9 +523,9 @@ mod tests {
             .unwrap());
         // Merge and forget, while the reader's snapshot is still open.
         let tx = writer.transaction().unwrap();
-        let (upto, _) = denylist.merge(&tx).unwrap();
+        let merge = denylist.merge(&tx).unwrap();
         tx.commit().unwrap();
-        denylist.merged(upto);
+        denylist.merged(&merge);
         assert_eq!(denylist.mirrored(), 0);
         // In its snapshot "old" is in the log, not in revoked_tokens: it
         // must still be found (by the scan fallback).

@@ -14,11 +14,14 @@
 //!
 //! With many clients, group commit tends to split them into two cohorts:
 //! those answered by one commit send their next write while the next commit
-//! (of the others) is already running, so every commit carries half of them.
-//! After a commit of `n` writes, the writer therefore waits up to
-//! [`GATHER_WAIT`] for the next batch to reach `n` again before it begins:
-//! the cohorts merge and each fsync serves all of them. A commit of one write
-//! sets `n` to one, so a lone client never waits.
+//! (of the others) is already running, so every commit carries half of them
+//! and each fsync serves half the clients. The writer therefore counts the
+//! writers it has seen around its last commit (those in it, plus those that
+//! queued while it ran) and, before it begins the next, waits up to
+//! [`GATHER_WAIT`] for the batch to reach that count: the cohort just
+//! answered catches up, the cohorts merge, and each fsync serves all of them.
+//! A lone client counts one, so it never waits; a count that overshoots
+//! (clients went away) costs one wait, and the next count is the true one.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,7 +33,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::oneshot;
 
-use super::denylist::{session_key, Denylist, Pending, Revocation, View};
+use super::denylist::{session_key, Denylist, Merge, Pending, Revocation, View};
 use super::pool::LiveConnection;
 use super::sessions::{self, Clock, Ends};
 use super::{lookup, users};
@@ -344,7 +347,9 @@ fn write_loop(mut live: LiveConnection, queue: Receiver<Request>, context: &Cont
             Ordering::Release,
         )
     };
-    let mut last_batch = 1;
+    // Writers seen around the last commit: the batch, plus what queued
+    // while it ran.
+    let mut population = 1;
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -355,13 +360,12 @@ fn write_loop(mut live: LiveConnection, queue: Receiver<Request>, context: &Cont
         }
         // Let the cohort answered by the last commit catch up (see above).
         let gather_until = Instant::now() + GATHER_WAIT;
-        while batch.len() < last_batch.min(MAX_BATCH) {
+        while batch.len() < population.min(MAX_BATCH) {
             match queue.recv_deadline(gather_until) {
                 Ok(request) => batch.push(request),
                 Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
             }
         }
-        last_batch = batch.len();
         // The path must still name the file we write to (see `pool`).
         let clock = Clock::at(chrono::Utc::now().timestamp_millis(), context.lifetimes);
         match live
@@ -370,6 +374,7 @@ fn write_loop(mut live: LiveConnection, queue: Receiver<Request>, context: &Cont
         {
             Ok(outcomes) => {
                 stamp(&context.status.last_ok_ms);
+                population = batch.len() + queue.len();
                 for (request, outcome) in batch.into_iter().zip(outcomes) {
                     let _ = request.reply.send(Ok(outcome));
                 }
@@ -402,7 +407,8 @@ fn write_loop(mut live: LiveConnection, queue: Receiver<Request>, context: &Cont
 /// Moves the revocation log into `revoked_tokens` when it is long enough.
 /// A failure only postpones the merge: the log keeps every revocation.
 fn merge_if_due(conn: &mut Connection, denylist: &Denylist) {
-    let merged = (|| -> Result<Option<(i64, usize)>, StoreError> {
+    let began = Instant::now();
+    let merged = (|| -> Result<Option<Merge>, StoreError> {
         if !denylist.merge_due(conn)? {
             return Ok(None);
         }
@@ -412,9 +418,14 @@ fn merge_if_due(conn: &mut Connection, denylist: &Denylist) {
         Ok(Some(merged))
     })();
     match merged {
-        Ok(Some((upto, rows))) => {
-            denylist.merged(upto);
-            tracing::debug!(rows, "merged the revocation log");
+        Ok(Some(merge)) => {
+            denylist.merged(&merge);
+            tracing::debug!(
+                rows = merge.moved,
+                table_rows = merge.table_rows,
+                ms = began.elapsed().as_millis() as u64,
+                "merged the revocation log"
+            );
         }
         Ok(None) => {}
         Err(e) => tracing::warn!(error = %e, "merging the revocation log failed; will retry"),
