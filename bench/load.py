@@ -6,8 +6,13 @@ Starts the release binary on a temporary database, next to the JWT-only
 and prints req/s, p50/p99 latency, server CPU per request and peak RSS for:
 health, authenticated read, token introspection by a resource server (HTTP
 Basic, form body, one valid token), durable logout (distinct pre-forged
-tokens), and the authenticated read with 1,000,000 revoked tokens in the
-denylist.
+tokens), durable refresh rotation, the authenticated read with EdDSA and ES256
+keys, and the authenticated read with 1,000,000 revoked tokens in the denylist
+against the same read with an empty one.
+
+Figures that are compared (tokengate against the ceiling, 1,000,000 revoked
+against empty) are measured in alternating slices, so that the drift of a
+shared machine between two moments hits both sides alike.
 
 Everything is bounded: each scenario runs DURATION seconds, then all servers
 are stopped. Only 127.0.0.1 is used.
@@ -102,8 +107,9 @@ def stop(proc):
         proc.wait()
 
 
-def wrk(url, pid, headers=(), script=None, script_args=()):
-    cmd = ["wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{DURATION}s", "--latency", "--timeout", "5s"]
+def wrk(url, pid, headers=(), script=None, script_args=(), duration=None):
+    duration = duration or DURATION
+    cmd = ["wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{duration}s", "--latency", "--timeout", "5s"]
     for h in headers:
         cmd += ["-H", h]
     if script:
@@ -112,7 +118,7 @@ def wrk(url, pid, headers=(), script=None, script_args=()):
     if script_args:
         cmd += ["--", *script_args]
     cpu0 = cpu_seconds(pid)
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=DURATION + 120).stdout
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 120).stdout
     cpu1 = cpu_seconds(pid)
     requests = int(re.search(r"(\d+) requests in", out).group(1))
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -127,6 +133,34 @@ def wrk(url, pid, headers=(), script=None, script_args=()):
         "non2xx": int(non2xx.group(1)) if non2xx else 0,
         "socket_errors": errors.group(1) if errors else "none",
         "extra": "\n".join(l for l in out.splitlines() if l.startswith(("logout statuses", "introspect statuses", "refresh statuses"))),
+    }
+
+
+def paired(first, second):
+    """Measures two targets in alternating slices of 2 s (first, second,
+    first, ...), DURATION seconds each in all, so that a shared machine's
+    drift between two moments hits both alike; each target is (url, pid,
+    headers)."""
+    slices = max(1, DURATION // 2)
+    parts = ([], [])
+    for _ in range(slices):
+        for i, (url, pid, headers) in enumerate((first, second)):
+            parts[i].append(wrk(url, pid, headers, duration=max(1, DURATION // slices)))
+    return tuple(combine(p) for p in parts)
+
+
+def combine(parts):
+    requests = sum(p["requests"] for p in parts)
+    seconds = sum(p["requests"] / p["rps"] for p in parts if p["rps"])
+    return {
+        "requests": requests,
+        "rps": requests / seconds if seconds else 0.0,
+        "p50": sum(p["p50"] for p in parts) / len(parts),
+        "p99": max(p["p99"] for p in parts),
+        "cpu_us": sum(p["cpu_us"] * p["requests"] for p in parts) / max(requests, 1),
+        "non2xx": sum(p["non2xx"] for p in parts),
+        "socket_errors": "; ".join(p["socket_errors"] for p in parts),
+        "extra": "",
     }
 
 
@@ -175,13 +209,15 @@ def main():
     print("\n| scenario | req/s | p50 ms | p99 ms | server CPU µs/req | peak RSS MiB | non-2xx |")
     print("|---|---|---|---|---|---|---|")
     results = {}
-    results["ceiling_health"] = wrk(f"http://127.0.0.1:{ceiling_port}/health", ceiling.pid)
+    # Each tokengate figure that is compared with another is measured in
+    # slices alternating with it (see `paired`).
+    results["ceiling_health"], results["health"] = paired(
+        (f"http://127.0.0.1:{ceiling_port}/health", ceiling.pid, ()), (f"{base}/health", server.pid, ()))
     row("ceiling: GET /health", results["ceiling_health"], peak_rss_mib(ceiling.pid))
-    results["health"] = wrk(f"{base}/health", server.pid)
     row("tokengate: GET /health", results["health"], peak_rss_mib(server.pid))
-    results["ceiling_read"] = wrk(f"http://127.0.0.1:{ceiling_port}/api/v1/user", ceiling.pid, auth)
+    results["ceiling_read"], results["read"] = paired(
+        (f"http://127.0.0.1:{ceiling_port}/api/v1/user", ceiling.pid, auth), (f"{base}/api/v1/user", server.pid, auth))
     row("ceiling: GET /api/v1/user (JWT only)", results["ceiling_read"], peak_rss_mib(ceiling.pid))
-    results["read"] = wrk(f"{base}/api/v1/user", server.pid, auth)
     row("tokengate: GET /api/v1/user", results["read"], peak_rss_mib(server.pid))
     basic = base64.b64encode(INTROSPECTION_CLIENT.encode()).decode()
     results["introspect"] = wrk(f"{base}/api/v1/token/introspect", server.pid,
@@ -196,18 +232,33 @@ def main():
     row("tokengate: POST /api/v1/token/refresh (durable rotation)", results["refresh"], peak_rss_mib(server.pid))
 
     # 1M revocations added under the running server (as another process
-    # would), then the same read again in the same process.
+    # would); the read of this database, and of one whose denylist is empty,
+    # in alternating slices (two more servers, each on its own database).
     subprocess.run([sys.executable, os.path.join(BENCH, "forge.py"), "--denylist", db, str(REVOKED)], check=True)
-    # The forge wrote some 150 MB: let the kernel write it back now, not
-    # during the measured read (its writeback took CPU from the server).
-    os.sync()
-    results["read_1m"] = wrk(f"{base}/api/v1/user", server.pid, auth)
-    row(f"tokengate: GET /api/v1/user, {REVOKED:,} more revoked", results["read_1m"], peak_rss_mib(server.pid))
     stop(server)
+    stop(ceiling)
     # Start-up time on the now large database.
     server, ready = start_tokengate(db, port, log)
     stop(server)
-    stop(ceiling)
+    pair = []
+    for name, revoked in (("empty", 0), ("full", REVOKED)):
+        pdb = os.path.join(tmp, f"read-{name}.db")
+        pport = free_port()
+        pserver, _ = start_tokengate(pdb, pport, log)
+        pbase = f"http://127.0.0.1:{pport}"
+        http("POST", f"{pbase}/api/v1/register", {"name": "Bench", "email": "bench@example.com", "password": "bench-password"})
+        _, body = http("POST", f"{pbase}/api/v1/login", {"email": "bench@example.com", "password": "bench-password"})
+        if revoked:
+            subprocess.run([sys.executable, os.path.join(BENCH, "forge.py"), "--denylist", pdb, str(revoked)], check=True)
+        pair.append((f"{pbase}/api/v1/user", pserver, [f"Authorization: Bearer {json.loads(body)['access_token']}"]))
+    # The forge wrote some 150 MB: let the kernel write it back now, not
+    # during the measured reads (writeback takes CPU from the servers).
+    os.sync()
+    results["read_empty"], results["read_1m"] = paired(*((u, p.pid, h) for u, p, h in pair))
+    row("tokengate: GET /api/v1/user, empty denylist", results["read_empty"], peak_rss_mib(pair[0][1].pid))
+    row(f"tokengate: GET /api/v1/user, {REVOKED:,} revoked", results["read_1m"], peak_rss_mib(pair[1][1].pid))
+    for _, pserver, _ in pair:
+        stop(pserver)
 
     # The read with asymmetric keys (each on its own fresh database).
     for algorithm in ("EdDSA", "ES256"):
@@ -220,15 +271,15 @@ def main():
         row(f"tokengate: GET /api/v1/user, {algorithm}", results[f"read_{algorithm}"], peak_rss_mib(aserver.pid))
         stop(aserver)
 
-    r, c, m = results["read"], results["ceiling_read"], results["read_1m"]
+    r, c, e, m = results["read"], results["ceiling_read"], results["read_empty"], results["read_1m"]
     print()
     print(results["introspect"]["extra"])
     print(logout_extra)
     print(results["refresh"]["extra"])
     print(f"read CPU vs ceiling: {r['cpu_us']:.1f} / {c['cpu_us']:.1f} µs = {r['cpu_us'] / c['cpu_us']:.2f}x (target <= 1.3x)")
     print(f"read req/s vs ceiling: {100 * r['rps'] / c['rps']:.0f}% (target >= 80%)")
-    print(f"read with {REVOKED:,} revoked vs empty: {100 * (m['rps'] / r['rps'] - 1):+.1f}% req/s, "
-          f"{100 * (m['cpu_us'] / r['cpu_us'] - 1):+.1f}% CPU/req (target within 5%)")
+    print(f"read with {REVOKED:,} revoked vs empty: {100 * (m['rps'] / e['rps'] - 1):+.1f}% req/s, "
+          f"{100 * (m['cpu_us'] / e['cpu_us'] - 1):+.1f}% CPU/req (target within 5%)")
     print(f"durable logouts: {results['logout']['rps']:,.0f}/s at {CONNECTIONS} connections, "
           f"{results['logout']['cpu_us']:.1f} µs server CPU each (target >= 20,000/s)")
     print(f"durable refreshes: {results['refresh']['rps']:,.0f}/s at {CONNECTIONS} connections, "
