@@ -5,8 +5,11 @@ use std::time::{Duration, Instant};
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use reqwest::StatusCode;
 
+use serde_json::json;
+
 use crate::helpers::{
-    assert_invalid_token, assert_unauthenticated, claims_of, now, spawn_app, spawn_app_with,
+    assert_invalid_token, assert_unauthenticated, claims_of, forge, now, spawn_app, spawn_app_with,
+    valid_claims,
 };
 
 #[tokio::test]
@@ -289,6 +292,76 @@ async fn revocations_stay_rejected_through_merges_of_the_log_and_a_restart() {
     );
     let app = app.stop().await.restart().await;
     for token in &tokens {
+        assert_invalid_token(app.current_user_with(token).await).await;
+    }
+}
+
+#[tokio::test]
+async fn a_long_log_is_merged_in_steps_between_commits_and_every_revocation_holds() {
+    if crate::helpers::on_postgres_skip_sqlite_layout() {
+        return;
+    }
+    // 10,000 revocations appended to the log by another process. The writer
+    // merges a long log a few thousand rows per step, one step after each
+    // group commit (no batch waits for a whole merge): at every stage each
+    // of them, and each token logged out meanwhile, must be refused.
+    let app = spawn_app_with(|s| s.denylist_merge_rows = 1000).await;
+    let user = app.register_user("steps@example.com").await;
+    let forged = |i: usize| {
+        let mut claims = valid_claims(user.id);
+        claims["jti"] = json!(format!("bulk-{i:05}"));
+        forge(&claims)
+    };
+    let sample: Vec<String> = [0, 4095, 4096, 7777, 9999].map(forged).to_vec();
+    assert_eq!(
+        app.current_user_with(&sample[0]).await.status(),
+        StatusCode::OK
+    );
+    app.db()
+        .execute(
+            "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 9999)
+             INSERT INTO revocation_log (jti, purge_after)
+             SELECT printf('bulk-%05d', i), ?1 FROM n",
+            rusqlite::params![now() + 3600],
+        )
+        .unwrap();
+    let bulk_rows = |app: &crate::helpers::TestApp| -> (i64, i64) {
+        app.db()
+            .query_row(
+                "SELECT (SELECT count(*) FROM revoked_tokens WHERE jti LIKE 'bulk-%'),
+                        (SELECT count(*) FROM revocation_log WHERE jti LIKE 'bulk-%')",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .unwrap()
+    };
+    let mut logged_out = Vec::new();
+    for round in 0..8 {
+        // A login and a logout: two commits, two merge steps.
+        let token = app.login_token(&user).await;
+        assert_eq!(
+            app.logout_with(&token).await.status(),
+            StatusCode::NO_CONTENT
+        );
+        logged_out.push(token);
+        for token in sample.iter().chain(&logged_out) {
+            assert_invalid_token(app.current_user_with(token).await).await;
+        }
+        let (merged, logged) = bulk_rows(&app);
+        assert!(
+            merged + logged >= 10_000,
+            "{merged} merged, {logged} logged"
+        );
+        if round == 0 {
+            assert!(
+                logged == 10_000 && merged < 10_000,
+                "in one piece: {merged}"
+            );
+        }
+    }
+    assert_eq!(bulk_rows(&app), (10_000, 0));
+    let app = app.stop().await.restart().await;
+    for token in sample.iter().chain(&logged_out) {
         assert_invalid_token(app.current_user_with(token).await).await;
     }
 }

@@ -357,6 +357,150 @@ impl Denylist {
     }
 }
 
+/// Log rows a merge round reads, or moves into `revoked_tokens`, per step.
+pub const MERGE_STEP_ROWS: usize = 4096;
+
+/// A merge done a step at a time, between group commits, so that no batch
+/// waits for a whole merge (a merge of a large table takes a few hundred
+/// milliseconds in one piece). A round first reads the log rows up to the
+/// highest `seq` it saw at its start, a step at a time, then sorts them by
+/// `jti` and moves them into `revoked_tokens` a step at a time (each step
+/// its own transaction, touching the leaves of one slice of the key space),
+/// and last deletes them from the log. Until that last step commits the rows
+/// are in the log (and the mirror) as well: a lookup finds them either way,
+/// and a round that stops half-way (an error, a restart, the file replaced)
+/// leaves nothing a lookup would miss; a later round moves them again
+/// (`ON CONFLICT DO NOTHING`).
+pub struct MergeRound {
+    /// The database file the rows were read from.
+    db: Option<super::pool::FileId>,
+    /// Highest `seq` of the round.
+    upto: i64,
+    /// Rows read so far: up to this `seq`.
+    read_upto: i64,
+    /// The rows, sorted by `jti` once all are read.
+    rows: Vec<(String, i64)>,
+    sorted: bool,
+    /// Rows moved into `revoked_tokens` so far (committed).
+    next: usize,
+    moved: usize,
+}
+
+/// What one step of a [`MergeRound`] did, to be recorded with
+/// [`MergeRound::committed`] once its transaction has committed.
+pub enum MergeStep {
+    /// Rows read from the log (no write).
+    Read,
+    /// Rows moved into `revoked_tokens`: the new position and how many rows
+    /// were new there.
+    Moved { next: usize, moved: usize },
+    /// The log rows deleted: the merge is complete.
+    Finished(Merge),
+}
+
+impl Denylist {
+    /// Starts a merge round if the log is long enough.
+    pub fn begin_merge(&self, conn: &Connection) -> Result<Option<MergeRound>, StoreError> {
+        if !self.merge_due(conn)? {
+            return Ok(None);
+        }
+        let Some((_, upto)) = log_bounds(conn)? else {
+            return Ok(None);
+        };
+        Ok(Some(MergeRound {
+            db: super::pool::current_file(),
+            upto,
+            read_upto: 0,
+            rows: Vec::new(),
+            sorted: false,
+            next: 0,
+            moved: 0,
+        }))
+    }
+}
+
+impl MergeRound {
+    /// Whether the round was read from the file this thread's connection
+    /// is on now.
+    pub fn same_file(&self) -> bool {
+        self.db == super::pool::current_file()
+    }
+
+    /// Whether every row is read and they fit in one step: the rest of the
+    /// round is cheap enough to run at once.
+    pub fn is_small(&self) -> bool {
+        self.read_upto >= self.upto && self.rows.len() <= MERGE_STEP_ROWS
+    }
+
+    /// The next step, inside the caller's write transaction (a read step
+    /// writes nothing).
+    pub fn step(&mut self, conn: &Connection) -> Result<MergeStep, StoreError> {
+        if self.read_upto < self.upto {
+            let rows = conn
+                .prepare_cached(
+                    "SELECT seq, jti, purge_after FROM revocation_log
+                     WHERE seq > ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3",
+                )?
+                .query_map(
+                    params![self.read_upto, self.upto, MERGE_STEP_ROWS as i64],
+                    |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get(2)?)),
+                )?
+                .collect::<Result<Vec<(i64, String, i64)>, _>>()?;
+            self.read_upto = match rows.last() {
+                Some((seq, _, _)) if rows.len() == MERGE_STEP_ROWS => *seq,
+                _ => self.upto,
+            };
+            self.rows.extend(
+                rows.into_iter()
+                    .map(|(_, jti, purge_after)| (jti, purge_after)),
+            );
+            return Ok(MergeStep::Read);
+        }
+        if !self.sorted {
+            // SQLite's BINARY collation orders TEXT as Rust orders `str`:
+            // by bytes.
+            self.rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            self.sorted = true;
+        }
+        if self.next < self.rows.len() {
+            let end = (self.next + MERGE_STEP_ROWS).min(self.rows.len());
+            let mut insert = conn.prepare_cached(
+                "INSERT INTO revoked_tokens (jti, purge_after) VALUES (?1, ?2)
+                 ON CONFLICT (jti) DO NOTHING",
+            )?;
+            let mut moved = 0;
+            for (jti, purge_after) in &self.rows[self.next..end] {
+                moved += insert.execute(params![jti, purge_after])?;
+            }
+            return Ok(MergeStep::Moved { next: end, moved });
+        }
+        conn.prepare_cached("DELETE FROM revocation_log WHERE seq <= ?1")?
+            .execute([self.upto])?;
+        let table_rows: i64 = conn
+            .prepare_cached("SELECT count(*) FROM revoked_tokens")?
+            .query_row([], |row| row.get(0))?;
+        Ok(MergeStep::Finished(Merge {
+            upto: self.upto,
+            moved: self.moved,
+            table_rows: usize::try_from(table_rows).unwrap_or(0),
+        }))
+    }
+
+    /// A step's transaction committed. Returns the finished merge, for
+    /// [`Denylist::merged`].
+    pub fn committed(&mut self, step: MergeStep) -> Option<Merge> {
+        match step {
+            MergeStep::Read => None,
+            MergeStep::Moved { next, moved } => {
+                self.next = next;
+                self.moved += moved;
+                None
+            }
+            MergeStep::Finished(merge) => Some(merge),
+        }
+    }
+}
+
 /// The log's lowest and highest `seq` in this snapshot (`None`: empty).
 fn log_bounds(conn: &Connection) -> Result<Option<(i64, i64)>, StoreError> {
     let (min, max): (Option<i64>, Option<i64>) = conn
@@ -469,6 +613,97 @@ mod tests {
         // The log continues after the merge.
         assert_eq!(revoke(&denylist, &mut conn, "e"), Revocation::Revoked);
         assert!(denylist.is_revoked(&conn, "e", View::Committed).unwrap());
+    }
+
+    fn append_many(denylist: &Denylist, conn: &mut Connection, n: usize) {
+        let tx = conn.transaction().unwrap();
+        let mut pending = Pending::begin(&tx, denylist).unwrap();
+        for i in 0..n {
+            denylist
+                .insert(&tx, &mut pending, &format!("j{i:06}"), i64::MAX)
+                .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+
+    /// Runs `round` to its end (or `limit` steps), checking after every
+    /// step that each of `jtis` is still revoked.
+    fn run_round(
+        denylist: &Denylist,
+        conn: &mut Connection,
+        round: &mut MergeRound,
+        jtis: &[String],
+        limit: usize,
+    ) -> (usize, Option<Merge>) {
+        for steps in 1..=limit {
+            let tx = conn.transaction().unwrap();
+            let step = round.step(&tx).unwrap();
+            tx.commit().unwrap();
+            for jti in jtis {
+                assert!(
+                    denylist.is_revoked(conn, jti, View::Committed).unwrap(),
+                    "{jti} after step {steps}"
+                );
+            }
+            if let Some(merge) = round.committed(step) {
+                return (steps, Some(merge));
+            }
+        }
+        (limit, None)
+    }
+
+    #[test]
+    fn a_merge_round_moves_the_log_a_step_at_a_time_and_never_hides_a_revocation() {
+        let (_dir, mut conn) = db();
+        let denylist = Denylist::new(1);
+        let n = MERGE_STEP_ROWS * 2 + 10;
+        append_many(&denylist, &mut conn, n);
+        let mut round = denylist.begin_merge(&conn).unwrap().expect("due");
+        // Appended after the round began: stays in the log.
+        revoke(&denylist, &mut conn, "late");
+        let watched = [
+            "j000000".to_string(),
+            format!("j{:06}", n - 1),
+            "late".into(),
+        ];
+        let (steps, merge) = run_round(&denylist, &mut conn, &mut round, &watched, 100);
+        let merge = merge.expect("finished");
+        // Three steps read the log, three move its rows, one deletes them.
+        assert_eq!(steps, 7);
+        assert_eq!((merge.moved, merge.table_rows), (n, n));
+        denylist.merged(&merge);
+        assert_eq!(denylist.mirrored(), 1);
+        let logged: i64 = conn
+            .query_row("SELECT count(*) FROM revocation_log", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(logged, 1);
+        for i in [0, n / 2, n - 1] {
+            let jti = format!("j{i:06}");
+            assert!(denylist.is_revoked(&conn, &jti, View::Committed).unwrap());
+        }
+    }
+
+    #[test]
+    fn a_merge_round_abandoned_half_way_loses_nothing_and_the_next_one_completes() {
+        let (_dir, mut conn) = db();
+        let denylist = Denylist::new(1);
+        let n = MERGE_STEP_ROWS + 100;
+        append_many(&denylist, &mut conn, n);
+        let watched: Vec<String> = (0..n).step_by(97).map(|i| format!("j{i:06}")).collect();
+        let mut first = denylist.begin_merge(&conn).unwrap().expect("due");
+        // Two reads and one move of 4096 rows, then the round is dropped
+        // (an error, or the file replaced).
+        let (_, merge) = run_round(&denylist, &mut conn, &mut first, &watched, 3);
+        assert!(merge.is_none());
+        drop(first);
+        let mut second = denylist.begin_merge(&conn).unwrap().expect("still due");
+        let (_, merge) = run_round(&denylist, &mut conn, &mut second, &watched, 100);
+        let merge = merge.expect("finished");
+        assert_eq!((merge.moved, merge.table_rows), (100, n));
+        denylist.merged(&merge);
+        for jti in &watched {
+            assert!(denylist.is_revoked(&conn, jti, View::Committed).unwrap());
+        }
     }
 
     #[test]

@@ -33,7 +33,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::oneshot;
 
-use super::denylist::{session_key, Denylist, Merge, Pending, Revocation, View};
+use super::denylist::{session_key, Denylist, MergeRound, Pending, Revocation, View};
 use super::pool::LiveConnection;
 use super::sessions::{self, Clock, Ends};
 use super::{lookup, users};
@@ -350,6 +350,8 @@ fn write_loop(mut live: LiveConnection, queue: Receiver<Request>, context: &Cont
     // Writers seen around the last commit: the batch, plus what queued
     // while it ran.
     let mut population = 1;
+    // The merge of the revocation log under way, if any.
+    let mut merging = None;
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -379,9 +381,9 @@ fn write_loop(mut live: LiveConnection, queue: Receiver<Request>, context: &Cont
                     let _ = request.reply.send(Ok(outcome));
                 }
                 // Between batches, never inside one: the callers above are
-                // answered before a merge makes the next batch wait.
+                // answered before a merge step makes the next batch wait.
                 if let Ok(conn) = live.get_mut() {
-                    merge_if_due(conn, context.denylist);
+                    merge_step(conn, &mut merging, context.denylist);
                 }
             }
             Err(e) => {
@@ -404,31 +406,46 @@ fn write_loop(mut live: LiveConnection, queue: Receiver<Request>, context: &Cont
     }
 }
 
-/// Moves the revocation log into `revoked_tokens` when it is long enough.
-/// A failure only postpones the merge: the log keeps every revocation.
-fn merge_if_due(conn: &mut Connection, denylist: &Denylist) {
-    let began = Instant::now();
-    let merged = (|| -> Result<Option<Merge>, StoreError> {
-        if !denylist.merge_due(conn)? {
-            return Ok(None);
+/// One step of merging the revocation log into `revoked_tokens` (see
+/// [`super::denylist::MergeRound`]), starting a round when one is due; a
+/// round of at most one step's rows is run to its end at once. A failure
+/// only ends the round: the log keeps every revocation.
+fn merge_step(conn: &mut Connection, round: &mut Option<MergeRound>, denylist: &Denylist) {
+    if round.as_ref().is_some_and(|r| !r.same_file()) {
+        *round = None;
+    }
+    if round.is_none() {
+        match denylist.begin_merge(conn) {
+            Ok(begun) => *round = begun,
+            Err(e) => tracing::warn!(error = %e, "merging the revocation log failed; will retry"),
         }
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let merged = denylist.merge(&tx)?;
-        tx.commit()?;
-        Ok(Some(merged))
-    })();
-    match merged {
-        Ok(Some(merge)) => {
-            denylist.merged(&merge);
-            tracing::debug!(
-                rows = merge.moved,
-                table_rows = merge.table_rows,
-                ms = began.elapsed().as_millis() as u64,
-                "merged the revocation log"
-            );
+    }
+    while let Some(current) = round.as_mut() {
+        let stepped = (|| -> Result<_, StoreError> {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let step = current.step(&tx)?;
+            tx.commit()?;
+            Ok(step)
+        })();
+        match stepped {
+            Ok(step) => {
+                if let Some(merge) = current.committed(step) {
+                    denylist.merged(&merge);
+                    tracing::debug!(
+                        rows = merge.moved,
+                        table_rows = merge.table_rows,
+                        "merged the revocation log"
+                    );
+                    *round = None;
+                } else if !current.is_small() {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "merging the revocation log failed; will retry");
+                *round = None;
+            }
         }
-        Ok(None) => {}
-        Err(e) => tracing::warn!(error = %e, "merging the revocation log failed; will retry"),
     }
 }
 
