@@ -47,28 +47,33 @@ def as_postgres(cmd):
     return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
 
 
-def postgres_cpu_seconds():
-    """CPU of every PostgreSQL process (the postmaster and its backends)."""
+def postgres_cpu_seconds(data):
+    """CPU of PostgreSQL: the postmaster, its live processes, and those that
+    have exited (counted in the postmaster's children times)."""
+    with open(os.path.join(data, "postmaster.pid")) as f:
+        postmaster = int(f.readline())
     total = 0.0
     for stat in glob.glob("/proc/[0-9]*/stat"):
         try:
             with open(stat) as f:
-                fields = f.read().rsplit(")", 1)
-            name = fields[0].split("(", 1)[1]
-            rest = fields[1].split()
+                rest = f.read().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        if name == "postgres":
+        pid = int(stat.split("/")[2])
+        if pid == postmaster:
+            # utime, stime, cutime, cstime
+            total += sum(int(x) for x in rest[11:15]) / load.TICK
+        elif int(rest[1]) == postmaster:
             total += (int(rest[11]) + int(rest[12])) / load.TICK
     return total
 
 
-def run_wrk(nodes, path, make_args):
+def run_wrk(data, nodes, path, make_args):
     """One wrk per node at once, CONNECTIONS split evenly; sums the results."""
     per = CONNECTIONS // len(nodes)
     procs = []
     cpu0 = [load.cpu_seconds(n["proc"].pid) for n in nodes]
-    pg0 = postgres_cpu_seconds()
+    pg0 = postgres_cpu_seconds(data)
     for i, node in enumerate(nodes):
         cmd = ["wrk", "-t1", f"-c{per}", f"-d{DURATION}s", "--latency", "--timeout", "5s",
                *make_args(i), f"{node['base']}{path}"]
@@ -76,7 +81,7 @@ def run_wrk(nodes, path, make_args):
         procs.append(subprocess.Popen(cmd + extra, stdout=subprocess.PIPE, text=True))
     outs = [p.communicate(timeout=DURATION + 120)[0] for p in procs]
     cpu1 = [load.cpu_seconds(n["proc"].pid) for n in nodes]
-    pg1 = postgres_cpu_seconds()
+    pg1 = postgres_cpu_seconds(data)
     requests = sum(int(re.search(r"(\d+) requests in", o).group(1)) for o in outs)
     rps = sum(float(re.search(r"Requests/sec:\s+([\d.]+)", o).group(1)) for o in outs)
     non2xx = sum(int(m.group(1)) for o in outs for m in [re.search(r"Non-2xx or 3xx responses: (\d+)", o)] if m)
@@ -122,22 +127,24 @@ def main():
     binary = pg_bin()
     tmp = tempfile.mkdtemp(prefix="tokengate-pgbench-")
     os.chmod(tmp, 0o755)
-    data = os.path.join(tmp, "pg")
-    os.mkdir(data, 0o700)
+    # The server's own directory (data, log, socket), owned by its user.
+    run = os.path.join(tmp, "pg")
+    os.mkdir(run, 0o755)
     if os.geteuid() == 0:
-        shutil.chown(data, "postgres", "postgres")
+        shutil.chown(run, "postgres", "postgres")
+    data = os.path.join(run, "data")
     log = open(os.path.join(tmp, "server.log"), "w")
     subprocess.run(as_postgres([f"{binary}/initdb", "-D", data, "-A", "trust", "-U", "postgres"]),
                    check=True, stdout=subprocess.DEVNULL)
     port = load.free_port()
-    subprocess.run(as_postgres([f"{binary}/pg_ctl", "-D", data, "-l", os.path.join(tmp, "pg.log"), "-o",
-                                f"-p {port} -k {tmp} -c listen_addresses=127.0.0.1 -c fsync=on "
-                                f"-c synchronous_commit=on -c shared_buffers=256MB -c max_connections=300",
+    subprocess.run(as_postgres([f"{binary}/pg_ctl", "-D", data, "-l", os.path.join(run, "log"), "-o",
+                                f"-p {port} -k {run} -c listen_addresses=127.0.0.1 -c fsync=on "
+                                f"-c synchronous_commit=on -c shared_buffers=256MB -c max_connections=300 " + os.environ.get("PG_OPTIONS", ""),
                                 "-w", "start"]), check=True, stdout=subprocess.DEVNULL)
     nodes = []
     ceiling = None
     try:
-        subprocess.run([f"{binary}/psql", "-h", tmp, "-p", str(port), "-U", "postgres", "-qc",
+        subprocess.run([f"{binary}/psql", "-h", run, "-p", str(port), "-U", "postgres", "-qc",
                         "CREATE DATABASE tokengate"], check=True)
         url = f"postgres://postgres@127.0.0.1:{port}/tokengate"
         print(f"# tokengate on PostgreSQL ({os.path.basename(os.path.dirname(binary))}, fsync and "
@@ -189,12 +196,12 @@ def main():
                       f"{c['cpu_us']:.1f} | - | {c['non2xx']} |")
             header = ["-H", f"Authorization: Bearer {token}"]
             results = [
-                ("GET /api/v1/user", run_wrk(nodes, "/api/v1/user", lambda i: header)),
+                ("GET /api/v1/user", run_wrk(data, nodes, "/api/v1/user", lambda i: header)),
                 ("DELETE /api/v1/logout (durable)",
-                 run_wrk(nodes, "/api/v1/logout",
+                 run_wrk(data, nodes, "/api/v1/logout",
                          Script(os.path.join(load.BENCH, "logout.lua"), files[("logout", nodes_n)]))),
                 ("POST /api/v1/token/refresh (durable rotation)",
-                 run_wrk(nodes, "/api/v1/token/refresh",
+                 run_wrk(data, nodes, "/api/v1/token/refresh",
                          Script(os.path.join(load.BENCH, "refresh.lua"), files[("refresh", nodes_n)]))),
             ]
             for name, r in results:
