@@ -122,6 +122,7 @@ def split(path, parts):
 
 
 def main():
+    sys.stdout.reconfigure(line_buffering=True)
     if not os.path.exists(load.BIN):
         raise SystemExit("build first: cargo build --release --bin tokengate --example jwt_ceiling")
     binary = pg_bin()

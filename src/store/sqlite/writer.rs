@@ -421,10 +421,17 @@ fn merge_step(conn: &mut Connection, round: &mut Option<MergeRound>, denylist: &
         }
     }
     while let Some(current) = round.as_mut() {
+        let began = Instant::now();
         let stepped = (|| -> Result<_, StoreError> {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let step = current.step(&tx)?;
+            let stepped_at = began.elapsed();
             tx.commit()?;
+            tracing::trace!(
+                step_us = stepped_at.as_micros() as u64,
+                total_us = began.elapsed().as_micros() as u64,
+                "merge step"
+            );
             Ok(step)
         })();
         match stepped {
