@@ -288,7 +288,8 @@ pub struct Settings {
     pub db_timeout_ms: u64,
 
     /// Revocations appended to the log before they are merged into the
-    /// table keyed by `jti` (see the denylist layout in the README).
+    /// table keyed by `jti`, or half that table's rows if more (see the
+    /// denylist layout in the README).
     #[arg(long, env = "TOKENGATE_DENYLIST_MERGE_ROWS", default_value_t = 32_768, hide = true,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000_000),
           global = true)]
