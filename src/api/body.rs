@@ -147,73 +147,49 @@ impl<T: FromForm> FormBody<T> {
     }
 }
 
-impl<'a, T: Type> ApiExtractor<'a> for FormBody<T> {
-    const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::RequestObject];
+/// Both body extractors keep the raw body and its content type for the
+/// handler to parse (so every parse error gets its JSON answer), and document
+/// `T` as the body of their media type.
+macro_rules! raw_body_extractor {
+    ($extractor:ident, $media_type:expr) => {
+        impl<'a, T: Type> ApiExtractor<'a> for $extractor<T> {
+            const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::RequestObject];
 
-    type ParamType = ();
-    type ParamRawType = ();
+            type ParamType = ();
+            type ParamRawType = ();
 
-    fn register(registry: &mut Registry) {
-        T::register(registry);
-    }
+            fn register(registry: &mut Registry) {
+                T::register(registry);
+            }
 
-    fn request_meta() -> Option<MetaRequest> {
-        Some(MetaRequest {
-            description: None,
-            content: vec![MetaMediaType {
-                content_type: FORM_MEDIA_TYPE,
-                schema: T::schema_ref(),
-            }],
-            required: true,
-        })
-    }
+            fn request_meta() -> Option<MetaRequest> {
+                Some(MetaRequest {
+                    description: None,
+                    content: vec![MetaMediaType {
+                        content_type: $media_type,
+                        schema: T::schema_ref(),
+                    }],
+                    required: true,
+                })
+            }
 
-    async fn from_request(
-        request: &'a Request,
-        body: &mut RequestBody,
-        _param_opts: ExtractParamOptions<Self::ParamType>,
-    ) -> poem::Result<Self> {
-        Ok(Self {
-            content_type: request.content_type().map(str::to_owned),
-            body: body.take().unwrap_or_else(|_| Body::empty()),
-            _type: PhantomData,
-        })
-    }
+            async fn from_request(
+                request: &'a Request,
+                body: &mut RequestBody,
+                _param_opts: ExtractParamOptions<Self::ParamType>,
+            ) -> poem::Result<Self> {
+                Ok(Self {
+                    content_type: request.content_type().map(str::to_owned),
+                    body: body.take().unwrap_or_else(|_| Body::empty()),
+                    _type: PhantomData,
+                })
+            }
+        }
+    };
 }
 
-impl<'a, T: Type> ApiExtractor<'a> for JsonBody<T> {
-    const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::RequestObject];
-
-    type ParamType = ();
-    type ParamRawType = ();
-
-    fn register(registry: &mut Registry) {
-        T::register(registry);
-    }
-
-    fn request_meta() -> Option<MetaRequest> {
-        Some(MetaRequest {
-            description: None,
-            content: vec![MetaMediaType {
-                content_type: "application/json",
-                schema: T::schema_ref(),
-            }],
-            required: true,
-        })
-    }
-
-    async fn from_request(
-        request: &'a Request,
-        body: &mut RequestBody,
-        _param_opts: ExtractParamOptions<Self::ParamType>,
-    ) -> poem::Result<Self> {
-        Ok(Self {
-            content_type: request.content_type().map(str::to_owned),
-            body: body.take().unwrap_or_else(|_| Body::empty()),
-            _type: PhantomData,
-        })
-    }
-}
+raw_body_extractor!(FormBody, FORM_MEDIA_TYPE);
+raw_body_extractor!(JsonBody, "application/json");
 
 /// Longest string any field accepts, in Unicode scalar values: a backstop
 /// for fields without a tighter rule of their own, so no string field is

@@ -129,24 +129,13 @@ pub async fn refresh(
     } else {
         state.rotated_at_ms
     };
-    let stmt = tx
-        .prepare_cached(
-            "UPDATE sessions SET generation = $2, rotated_at_ms = $3, last_used_at_ms = $4,
-                 refresh_expires_at = GREATEST(refresh_expires_at, $5),
-                 purge_after = GREATEST(purge_after, $6)
-             WHERE id = $1",
-        )
-        .await?;
-    tx.execute(
-        &stmt,
-        &[
-            &presented.sid,
-            &generation,
-            &rotated_at_ms,
-            &clock.now_ms,
-            &refresh_expires_at,
-            &(refresh_expires_at + clock.token_tail),
-        ],
+    advance(
+        tx,
+        &presented.sid,
+        generation,
+        rotated_at_ms,
+        refresh_expires_at,
+        clock,
     )
     .await?;
     Ok(Refreshed::Issued {
@@ -180,11 +169,34 @@ pub async fn rotate(
     let max_expires_at: i64 = row.get(1);
     let refresh_expires_at = (now_s + clock.refresh_ttl).min(max_expires_at);
     insert_token(tx, sid, generation + 1, new_hash, refresh_expires_at).await?;
+    advance(
+        tx,
+        sid,
+        generation + 1,
+        clock.now_ms,
+        refresh_expires_at,
+        clock,
+    )
+    .await?;
+    Ok(Some(refresh_expires_at))
+}
+
+/// Moves session `sid` to refresh-token `generation` (rotated at
+/// `rotated_at_ms`), used now, its refresh and purge moments pushed out to
+/// `refresh_expires_at` (never pulled in).
+async fn advance(
+    tx: &Transaction<'_>,
+    sid: &str,
+    generation: i64,
+    rotated_at_ms: i64,
+    refresh_expires_at: i64,
+    clock: &Clock,
+) -> Result<()> {
     let stmt = tx
         .prepare_cached(
-            "UPDATE sessions SET generation = $2, rotated_at_ms = $3, last_used_at_ms = $3,
-                 refresh_expires_at = GREATEST(refresh_expires_at, $4),
-                 purge_after = GREATEST(purge_after, $5)
+            "UPDATE sessions SET generation = $2, rotated_at_ms = $3, last_used_at_ms = $4,
+                 refresh_expires_at = GREATEST(refresh_expires_at, $5),
+                 purge_after = GREATEST(purge_after, $6)
              WHERE id = $1",
         )
         .await?;
@@ -192,14 +204,15 @@ pub async fn rotate(
         &stmt,
         &[
             &sid,
-            &(generation + 1),
+            &generation,
+            &rotated_at_ms,
             &clock.now_ms,
             &refresh_expires_at,
             &(refresh_expires_at + clock.token_tail),
         ],
     )
     .await?;
-    Ok(Some(refresh_expires_at))
+    Ok(())
 }
 
 /// Ends session `sid` (of `user_id`, when given). Returns whether an active

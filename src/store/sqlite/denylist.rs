@@ -16,10 +16,10 @@
 //!   commit of 64 revocations writes 3 to 4 pages (~15 KiB), whatever the
 //!   size of the denylist.
 //! - `revoked_tokens`: the merged revocations, keyed by `jti`. When the log
-//!   holds [`Denylist::merge_rows`] rows, or half the rows of
-//!   `revoked_tokens` if that is more, the writer moves them over in one
-//!   transaction, in `jti` order, so each leaf is written once for all the
-//!   rows that land on it (a fraction of a page per revocation). A merge
+//!   holds `merge_rows` rows, or half the rows of `revoked_tokens` if that
+//!   is more, the writer moves them over in `jti` order (a [`MergeRound`],
+//!   a step at a time between group commits), so each leaf is written once
+//!   for all the rows that land on it (a fraction of a page per revocation). A merge
 //!   rewrites most leaves of the table whatever the log's length, so the log
 //!   grows with the table (as the levels of an LSM tree do): the pages
 //!   written per revocation stay the same at any size of the denylist, and
@@ -145,11 +145,6 @@ impl Denylist {
             merge_rows: merge_rows.max(1),
             merge_at: AtomicUsize::new(merge_rows.max(1)),
         }
-    }
-
-    /// Log rows at which the writer merges.
-    pub fn merge_rows(&self) -> usize {
-        self.merge_rows
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Mirror> {
@@ -308,36 +303,24 @@ impl Denylist {
         Ok(log_bounds(conn)?.is_some_and(|(min, max)| (max - min + 1) as usize >= due))
     }
 
-    /// Moves every log row into `revoked_tokens`, in `jti` order, inside the
-    /// caller's write transaction. The mirror forgets them once the
-    /// transaction has committed (see [`Denylist::merged`]).
+    /// A whole merge round in one piece, inside the caller's write
+    /// transaction (tests; the writer runs rounds a step at a time).
+    #[cfg(test)]
     pub fn merge(&self, conn: &Connection) -> Result<Merge, StoreError> {
-        let Some((_, max)) = log_bounds(conn)? else {
+        let Some((_, upto)) = log_bounds(conn)? else {
             return Ok(Merge {
                 upto: 0,
                 moved: 0,
                 table_rows: 0,
             });
         };
-        let moved = conn
-            .prepare_cached(
-                "INSERT INTO revoked_tokens (jti, purge_after)
-                 SELECT jti, purge_after FROM revocation_log WHERE seq <= ?1 ORDER BY jti
-                 ON CONFLICT (jti) DO NOTHING",
-            )?
-            .execute([max])?;
-        conn.prepare_cached("DELETE FROM revocation_log WHERE seq <= ?1")?
-            .execute([max])?;
-        // SQLite counts a table from its pages' headers: about a
-        // millisecond for a million rows whose pages the merge just read.
-        let table_rows: i64 = conn
-            .prepare_cached("SELECT count(*) FROM revoked_tokens")?
-            .query_row([], |row| row.get(0))?;
-        Ok(Merge {
-            upto: max,
-            moved,
-            table_rows: usize::try_from(table_rows).unwrap_or(0),
-        })
+        let mut round = MergeRound::new(upto);
+        loop {
+            let step = round.step(conn)?;
+            if let Some(merge) = round.committed(step) {
+                return Ok(merge);
+            }
+        }
     }
 
     /// A merge has committed: the mirror may forget its rows, and the next
@@ -404,10 +387,14 @@ impl Denylist {
         if !self.merge_due(conn)? {
             return Ok(None);
         }
-        let Some((_, upto)) = log_bounds(conn)? else {
-            return Ok(None);
-        };
-        Ok(Some(MergeRound {
+        Ok(log_bounds(conn)?.map(|(_, upto)| MergeRound::new(upto)))
+    }
+}
+
+impl MergeRound {
+    /// A round over the log rows up to `upto`, of this thread's file.
+    fn new(upto: i64) -> Self {
+        Self {
             db: super::pool::current_file(),
             upto,
             read_upto: 0,
@@ -415,11 +402,9 @@ impl Denylist {
             sorted: false,
             next: 0,
             moved: 0,
-        }))
+        }
     }
-}
 
-impl MergeRound {
     /// Whether the round was read from the file this thread's connection
     /// is on now.
     pub fn same_file(&self) -> bool {
