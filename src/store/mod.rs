@@ -56,6 +56,10 @@ pub enum StoreError {
     /// The database did not answer within the configured time.
     #[error("the database did not answer within {0:?}")]
     Timeout(std::time::Duration),
+    /// A commit could not be made durable (the sync of the write-ahead log
+    /// failed, or the log is no longer the file at its path).
+    #[error("the write-ahead log could not be made durable: {0}")]
+    Sync(String),
     /// A blocking task could not be run to completion.
     #[error("blocking task failed: {0}")]
     Task(String),

@@ -103,15 +103,37 @@ pub struct LiveConnection {
     path: PathBuf,
     timeout: Duration,
     conn: Option<(Connection, FileId)>,
+    /// The writer's: commits do not fsync, the writer syncs the WAL itself
+    /// ([`LiveConnection::wal`]) before it answers anyone.
+    syncs_itself: bool,
+    /// The WAL file of `conn`, once asked for.
+    wal: Option<Arc<fs::File>>,
 }
 
 impl LiveConnection {
     /// Opens the database at `path` (it must exist).
     pub fn open(path: &Path, timeout: Duration) -> Result<Self, StoreError> {
+        Self::open_with(path, timeout, false)
+    }
+
+    /// Opens the writer's connection to `path`: as [`LiveConnection::open`],
+    /// but with `synchronous=NORMAL`, so a commit writes its WAL frames
+    /// without waiting for the disk; whoever answers for the commit must
+    /// first make the WAL durable with [`LiveConnection::wal`]'s file
+    /// (`fdatasync` of the WAL covers every frame written before it, which
+    /// is exactly what `synchronous=FULL` does inside the commit).
+    /// Checkpoints still sync the WAL before copying it into the database.
+    pub fn open_writer(path: &Path, timeout: Duration) -> Result<Self, StoreError> {
+        Self::open_with(path, timeout, true)
+    }
+
+    fn open_with(path: &Path, timeout: Duration, syncs_itself: bool) -> Result<Self, StoreError> {
         let mut live = Self {
             path: path.to_owned(),
             timeout,
             conn: None,
+            syncs_itself,
+            wal: None,
         };
         live.get()?;
         Ok(live)
@@ -125,11 +147,15 @@ impl LiveConnection {
         };
         if self.conn.as_ref().is_none_or(|(_, id)| *id != now) {
             self.conn = None;
+            self.wal = None;
             let conn = Connection::open_with_flags(
                 &self.path,
                 OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
             )?;
             configure(&conn, self.timeout)?;
+            if self.syncs_itself {
+                conn.pragma_update(None, "synchronous", "NORMAL")?;
+            }
             // The writer and the readers probe random keys of the denylist
             // and sessions on every miss: a page cache larger than SQLite's
             // 2 MiB default keeps those pages off `pread`.
@@ -155,6 +181,28 @@ impl LiveConnection {
     /// Drops the connection, so the next [`LiveConnection::get`] reconnects.
     pub fn reset(&mut self) {
         self.conn = None;
+        self.wal = None;
+    }
+
+    /// The WAL file this connection writes to, opened the first time it is
+    /// asked for after the connection has committed (SQLite creates it on
+    /// the first access and keeps it open while the connection is; no
+    /// SQLite connection deletes a WAL another one has open, so the path
+    /// names the very file until this connection closes).
+    pub fn wal(&mut self) -> Result<Arc<fs::File>, StoreError> {
+        if self.conn.is_none() {
+            return Err(StoreError::FileGone);
+        }
+        if let Some(wal) = &self.wal {
+            return Ok(wal.clone());
+        }
+        let mut name = self.path.clone().into_os_string();
+        name.push("-wal");
+        let wal = Arc::new(
+            fs::File::open(&name).map_err(|e| StoreError::Sync(format!("cannot open it: {e}")))?,
+        );
+        self.wal = Some(wal.clone());
+        Ok(wal)
     }
 }
 

@@ -6,30 +6,37 @@
 //! refresh rotation reads and writes its session there too: with one writer,
 //! no two of them can interleave.
 //!
-//! It takes every write queued while the previous commit was running, applies
-//! them in one transaction, commits (WAL + `synchronous=FULL`, so the commit
-//! is on disk when it returns) and only then answers each caller. One client
-//! gets its own commit immediately (no waiting window); many concurrent
+//! The writer takes every write queued while it was busy, applies them in one
+//! transaction and commits. The commit writes its WAL frames without waiting
+//! for the disk (`synchronous=NORMAL` on this connection); the batch then
+//! goes to a second thread, the syncer, which `fdatasync`s the WAL file and
+//! only then answers each caller. One `fdatasync` makes every frame written
+//! before it durable, which is what `synchronous=FULL` would do inside the
+//! commit, so the promise is the same: no success answer before the write
+//! is on disk. What changes is that the writer does not wait for the disk:
+//! while the syncer waits for one fsync, the writer applies and commits the
+//! next batches, and the fsync after them answers them all. One client gets
+//! its own commit and fsync immediately (no waiting window); many concurrent
 //! clients share the cost of one fsync.
 //!
-//! With many clients, group commit tends to split them into two cohorts:
-//! those answered by one commit send their next write while the next commit
-//! (of the others) is already running, so every commit carries half of them
-//! and each fsync serves half the clients. The writer therefore counts the
-//! writers it has seen around its last commit (those in it, plus those that
-//! queued while it ran) and, before it begins the next, waits up to
-//! [`GATHER_WAIT`] for the batch to reach that count: the cohort just
-//! answered catches up, the cohorts merge, and each fsync serves all of them.
-//! A lone client counts one, so it never waits; a count that overshoots
-//! (clients went away) costs one wait, and the next count is the true one.
+//! Reads inside the writer's later batches (the re-checks, the rotation)
+//! see earlier batches before they are synced. That is safe: a later batch
+//! is answered only after a later fsync, which covers the earlier batch too
+//! (the WAL is written in order, and a checkpoint syncs the WAL before it
+//! copies it into the database); and if a sync fails, every batch it was to
+//! cover is answered as a failure.
 
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+#[cfg(test)]
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, Sender};
 use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::oneshot;
 
@@ -42,9 +49,6 @@ use crate::auth::verdict::{judge, Refusal, TokenFacts};
 use crate::store::{
     Checked, Lifetimes, LogoutScope, NewSession, PasswordChange, Refreshed, StoreError, TokenToEnd,
 };
-
-/// Longest wait for the next batch to grow back to the size of the last one.
-const GATHER_WAIT: Duration = Duration::from_micros(400);
 
 /// Most writes applied in one transaction.
 const MAX_BATCH: usize = 4096;
@@ -107,6 +111,16 @@ struct Status {
     last_failed_ms: AtomicU64,
 }
 
+impl Status {
+    /// Marks `at` (one of the two) with the time now.
+    fn stamp(at: &AtomicU64, started: Instant) {
+        at.store(
+            (started.elapsed().as_millis() as u64).max(1),
+            Ordering::Release,
+        );
+    }
+}
+
 /// Handle on the writer thread.
 #[derive(Clone)]
 pub struct Writer {
@@ -135,7 +149,17 @@ impl Writer {
         lifetimes: Lifetimes,
         denylist: Arc<Denylist>,
     ) -> Result<(Self, JoinHandle<()>), StoreError> {
-        let conn = LiveConnection::open(path, timeout)?;
+        Self::start_with(path, timeout, lifetimes, denylist, Arc::new(sync_wal))
+    }
+
+    fn start_with(
+        path: &Path,
+        timeout: Duration,
+        lifetimes: Lifetimes,
+        denylist: Arc<Denylist>,
+        sync: SyncFn,
+    ) -> Result<(Self, JoinHandle<()>), StoreError> {
+        let conn = LiveConnection::open_writer(path, timeout)?;
         let (queue, requests) = crossbeam_channel::unbounded();
         let status = Arc::new(Status::default());
         let started = Instant::now();
@@ -149,7 +173,7 @@ impl Writer {
                     lifetimes: &lifetimes,
                     denylist: &denylist,
                 };
-                write_loop(conn, requests, &context)
+                write_loop(conn, requests, &context, sync)
             })
             .map_err(|e| StoreError::Task(e.to_string()))?;
         Ok((
@@ -291,7 +315,7 @@ fn unexpected() -> StoreError {
 
 /// What the writer thread works with.
 struct Context<'a> {
-    status: &'a Status,
+    status: &'a Arc<Status>,
     started: Instant,
     lifetimes: &'a Lifetimes,
     denylist: &'a Denylist,
@@ -340,16 +364,44 @@ fn end_session(batch: &mut Batch<'_>, sid: &str, user_id: Option<i64>) -> Result
     Ok(true)
 }
 
-fn write_loop(mut live: LiveConnection, queue: Receiver<Request>, context: &Context<'_>) {
-    let stamp = |at: &AtomicU64| {
-        at.store(
-            (context.started.elapsed().as_millis() as u64).max(1),
-            Ordering::Release,
-        )
+/// How the syncer makes a WAL file durable ([`sync_wal`]; tests put
+/// themselves in between).
+type SyncFn = Arc<dyn Fn(&File) -> Result<(), StoreError> + Send + Sync>;
+
+/// A committed batch on its way to the syncer: the callers with their
+/// outcomes, and the WAL file the commit wrote its frames to.
+struct Committed {
+    answers: Vec<(oneshot::Sender<Result<Outcome, String>>, Outcome)>,
+    wal: Arc<File>,
+}
+
+fn write_loop(
+    mut live: LiveConnection,
+    queue: Receiver<Request>,
+    context: &Context<'_>,
+    sync: SyncFn,
+) {
+    let (to_syncer, committed) = crossbeam_channel::unbounded::<Committed>();
+    // Set by the syncer when a sync failed: the connection (and its page
+    // cache) may no longer match the disk, so the writer starts afresh.
+    let sync_failed = Arc::new(AtomicBool::new(false));
+    let syncer = {
+        let status = context.status.clone();
+        let started = context.started;
+        let sync_failed = sync_failed.clone();
+        thread::Builder::new()
+            .name("db-syncer".into())
+            .spawn(move || sync_loop(committed, &status, started, &sync_failed, &*sync))
     };
-    // Writers seen around the last commit: the batch, plus what queued
-    // while it ran.
-    let mut population = 1;
+    let syncer = match syncer {
+        Ok(handle) => Some(handle),
+        Err(e) => {
+            // Without a syncer nothing could be answered: answer every write
+            // as failed (the service stays up and says so on /health).
+            tracing::error!(error = %e, "cannot start the WAL sync thread");
+            None
+        }
+    };
     // The merge of the revocation log under way, if any.
     let mut merging = None;
     while let Ok(first) = queue.recv() {
@@ -360,34 +412,37 @@ fn write_loop(mut live: LiveConnection, queue: Receiver<Request>, context: &Cont
                 Err(_) => break,
             }
         }
-        // Let the cohort answered by the last commit catch up (see above).
-        let gather_until = Instant::now() + GATHER_WAIT;
-        while batch.len() < population.min(MAX_BATCH) {
-            match queue.recv_deadline(gather_until) {
-                Ok(request) => batch.push(request),
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
-            }
+        if sync_failed.swap(false, Ordering::AcqRel) {
+            live.reset();
+            merging = None;
         }
         // The path must still name the file we write to (see `pool`).
         let clock = Clock::at(chrono::Utc::now().timestamp_millis(), context.lifetimes);
-        match live
+        let written = live
             .get_mut()
             .and_then(|conn| write_batch(conn, &batch, clock, context))
-        {
-            Ok(outcomes) => {
-                stamp(&context.status.last_ok_ms);
-                population = batch.len() + queue.len();
-                for (request, outcome) in batch.into_iter().zip(outcomes) {
-                    let _ = request.reply.send(Ok(outcome));
-                }
-                // Between batches, never inside one: the callers above are
-                // answered before a merge step makes the next batch wait.
+            .and_then(|outcomes| Ok((outcomes, live.wal()?)));
+        match written {
+            Ok((outcomes, wal)) if syncer.is_some() => {
+                let answers = batch
+                    .into_iter()
+                    .map(|request| request.reply)
+                    .zip(outcomes)
+                    .collect();
+                // The syncer answers once the WAL is on disk. It outlives
+                // this loop (joined below), so the send cannot fail.
+                let _ = to_syncer.send(Committed { answers, wal });
+                // Between batches, never inside one.
                 if let Ok(conn) = live.get_mut() {
                     merge_step(conn, &mut merging, context.denylist);
                 }
             }
-            Err(e) => {
-                stamp(&context.status.last_failed_ms);
+            other => {
+                let e = match other {
+                    Err(e) => e,
+                    Ok(_) => StoreError::Sync("the sync thread is not running".into()),
+                };
+                Status::stamp(&context.status.last_failed_ms, context.started);
                 tracing::error!(error = %e, writes = batch.len(), "write batch failed");
                 for request in batch {
                     let _ = request.reply.send(Err(e.to_string()));
@@ -395,14 +450,83 @@ fn write_loop(mut live: LiveConnection, queue: Receiver<Request>, context: &Cont
                 // The connection may be broken (I/O error, disk full): start
                 // the next batch on a fresh one.
                 live.reset();
+                merging = None;
             }
         }
     }
-    // Shutting down: fold the WAL into the database file.
+    // Shutting down: answer what is committed, then fold the WAL into the
+    // database file.
+    drop(to_syncer);
+    if let Some(syncer) = syncer {
+        let _ = syncer.join();
+    }
     if let Ok(conn) = live.get() {
         if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
             tracing::warn!(error = %e, "final WAL checkpoint failed");
         }
+    }
+}
+
+/// The syncer: takes every batch committed since its last sync, makes the
+/// WAL durable with one `fdatasync` (a batch sent here was committed before
+/// this sync begins, so the sync covers it) and answers their callers, or
+/// answers them all with the failure.
+fn sync_loop(
+    committed: Receiver<Committed>,
+    status: &Status,
+    started: Instant,
+    sync_failed: &AtomicBool,
+    sync: &(dyn Fn(&File) -> Result<(), StoreError> + Send + Sync),
+) {
+    while let Ok(first) = committed.recv() {
+        let mut group = vec![first];
+        while let Ok(more) = committed.try_recv() {
+            group.push(more);
+        }
+        // Usually one WAL file; two after the writer reconnected.
+        let mut synced: Vec<&Arc<File>> = Vec::with_capacity(1);
+        let mut result = Ok(());
+        for batch in &group {
+            if result.is_ok() && !synced.iter().any(|w| Arc::ptr_eq(w, &batch.wal)) {
+                result = sync(&batch.wal);
+                synced.push(&batch.wal);
+            }
+        }
+        match result {
+            Ok(()) => {
+                Status::stamp(&status.last_ok_ms, started);
+                for batch in group {
+                    for (reply, outcome) in batch.answers {
+                        let _ = reply.send(Ok(outcome));
+                    }
+                }
+            }
+            Err(e) => {
+                Status::stamp(&status.last_failed_ms, started);
+                sync_failed.store(true, Ordering::Release);
+                let writes: usize = group.iter().map(|b| b.answers.len()).sum();
+                tracing::error!(error = %e, writes, "syncing the write-ahead log failed");
+                let message = e.to_string();
+                for batch in group {
+                    for (reply, _) in batch.answers {
+                        let _ = reply.send(Err(message.clone()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Makes every frame written to `wal` so far durable; refuses a WAL that
+/// is no longer linked at any path (deleted behind SQLite's back: what is
+/// synced there would not be found again).
+fn sync_wal(wal: &File) -> Result<(), StoreError> {
+    wal.sync_data()
+        .map_err(|e| StoreError::Sync(e.to_string()))?;
+    match wal.metadata() {
+        Ok(meta) if meta.nlink() > 0 => Ok(()),
+        Ok(_) => Err(StoreError::Sync("the file was deleted".into())),
+        Err(e) => Err(StoreError::Sync(e.to_string())),
     }
 }
 
@@ -620,4 +744,123 @@ fn change_password(
         // without a working refresh token.
         None => Checked::Refused(Refusal::SessionEnded),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::mpsc;
+    use std::sync::Mutex;
+
+    use super::*;
+
+    fn lifetimes() -> Lifetimes {
+        Lifetimes {
+            token_ttl: 900,
+            leeway: 30,
+            refresh_ttl: 86_400,
+            refresh_reuse_interval: 10,
+            session_max_age: 7 * 86_400,
+        }
+    }
+
+    /// A migrated database and a writer on it that syncs with `sync`.
+    fn writer(sync: SyncFn) -> (tempfile::TempDir, PathBuf, Writer, JoinHandle<()>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        drop(super::super::pool::open(&path, Duration::from_secs(5)).unwrap());
+        let denylist = Arc::new(Denylist::new(1 << 20));
+        let (writer, handle) =
+            Writer::start_with(&path, Duration::from_secs(30), lifetimes(), denylist, sync)
+                .unwrap();
+        (dir, path, writer, handle)
+    }
+
+    fn logged(path: &Path, jti: &str) -> bool {
+        let conn = Connection::open(path).unwrap();
+        conn.query_row(
+            "SELECT count(*) FROM revocation_log WHERE jti = ?1",
+            [jti],
+            |row| row.get::<_, i64>(0),
+        )
+        .unwrap()
+            == 1
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn no_write_is_answered_before_the_wal_it_was_committed_to_is_synced() {
+        // The sync announces itself, then waits to be released.
+        let (entered_tx, entered) = mpsc::channel::<u64>();
+        let (release, release_rx) = mpsc::channel::<()>();
+        let release_rx = Mutex::new(release_rx);
+        let sync: SyncFn = Arc::new(move |wal: &File| {
+            entered_tx.send(wal.metadata().unwrap().ino()).unwrap();
+            release_rx.lock().unwrap().recv().unwrap();
+            sync_wal(wal)
+        });
+        let (_dir, path, writer, handle) = writer(sync);
+        let (done_tx, done) = mpsc::channel();
+        let task = {
+            let writer = writer.clone();
+            std::thread::spawn(move || {
+                let outcome = runtime().block_on(writer.revoke("jti-1", i64::MAX / 2));
+                done_tx.send(outcome.map_err(|e| e.to_string())).unwrap();
+            })
+        };
+        // The sync has begun: the write is committed (another connection
+        // reads it) and the file being synced is the WAL at the path...
+        let synced_ino = entered.recv().unwrap();
+        assert!(logged(&path, "jti-1"));
+        let mut wal_path = path.clone().into_os_string();
+        wal_path.push("-wal");
+        assert_eq!(std::fs::metadata(&wal_path).unwrap().ino(), synced_ino);
+        // ...but its caller has no answer while the sync has not returned.
+        assert_eq!(done.try_recv(), Err(mpsc::TryRecvError::Empty));
+        release.send(()).unwrap();
+        assert_eq!(done.recv().unwrap(), Ok(Revocation::Revoked));
+        task.join().unwrap();
+        drop(release);
+        drop(writer);
+        handle.join().unwrap();
+    }
+
+    #[test]
+    fn a_failed_sync_fails_every_write_it_covers_and_later_writes_are_synced_afresh() {
+        let calls = Arc::new(AtomicU64::new(0));
+        let sync: SyncFn = {
+            let calls = calls.clone();
+            Arc::new(move |wal: &File| {
+                if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                    Err(StoreError::Sync("injected: EIO".into()))
+                } else {
+                    sync_wal(wal)
+                }
+            })
+        };
+        let (_dir, _path, writer, handle) = writer(sync);
+        let rt = runtime();
+        let first = rt.block_on(writer.revoke("jti-a", i64::MAX / 2));
+        assert!(
+            matches!(&first, Err(StoreError::Task(m)) if m.contains("injected: EIO")),
+            "{first:?}"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        // /health does not trust the failed commit: it commits and syncs a
+        // probe of its own (which succeeds now).
+        assert!(rt.block_on(writer.check()).is_ok());
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        // The writer went on, on a fresh connection.
+        let second = rt.block_on(writer.revoke("jti-b", i64::MAX / 2)).unwrap();
+        assert_eq!(second, Revocation::Revoked);
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        drop(writer);
+        handle.join().unwrap();
+    }
 }
