@@ -231,7 +231,9 @@ impl OpenError {
 pub fn configure(conn: &Connection, timeout: Duration) -> rusqlite::Result<()> {
     conn.busy_timeout(timeout)?;
     // WAL + synchronous=FULL: a commit returns only after the WAL is fsynced,
-    // so a revocation that was answered 204 survives a crash or power loss.
+    // so what was answered as stored survives a crash or power loss. (The
+    // writer's connection then switches to NORMAL and syncs the WAL itself
+    // before answering: `LiveConnection::open_writer`.)
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
