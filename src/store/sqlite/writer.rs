@@ -29,8 +29,6 @@
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-#[cfg(test)]
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -163,6 +161,21 @@ impl Writer {
         let (queue, requests) = crossbeam_channel::unbounded();
         let status = Arc::new(Status::default());
         let started = Instant::now();
+        let (to_syncer, committed) = crossbeam_channel::unbounded();
+        let sync_failed = Arc::new(AtomicBool::new(false));
+        let syncer = {
+            let status = status.clone();
+            let sync_failed = sync_failed.clone();
+            thread::Builder::new()
+                .name("db-syncer".into())
+                .spawn(move || sync_loop(committed, &status, started, &sync_failed, &*sync))
+                .map_err(|e| StoreError::Task(e.to_string()))?
+        };
+        let syncer = Syncer {
+            queue: to_syncer,
+            failed: sync_failed,
+            thread: syncer,
+        };
         let thread_status = status.clone();
         let thread = thread::Builder::new()
             .name("db-writer".into())
@@ -173,7 +186,7 @@ impl Writer {
                     lifetimes: &lifetimes,
                     denylist: &denylist,
                 };
-                write_loop(conn, requests, &context, sync)
+                write_loop(conn, requests, &context, syncer)
             })
             .map_err(|e| StoreError::Task(e.to_string()))?;
         Ok((
@@ -315,7 +328,7 @@ fn unexpected() -> StoreError {
 
 /// What the writer thread works with.
 struct Context<'a> {
-    status: &'a Arc<Status>,
+    status: &'a Status,
     started: Instant,
     lifetimes: &'a Lifetimes,
     denylist: &'a Denylist,
@@ -375,33 +388,21 @@ struct Committed {
     wal: Arc<File>,
 }
 
+/// The writer's side of the syncer thread.
+struct Syncer {
+    queue: Sender<Committed>,
+    /// Set by the syncer when a sync failed: the connection (and its page
+    /// cache) may no longer match the disk, so the writer starts afresh.
+    failed: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
 fn write_loop(
     mut live: LiveConnection,
     queue: Receiver<Request>,
     context: &Context<'_>,
-    sync: SyncFn,
+    syncer: Syncer,
 ) {
-    let (to_syncer, committed) = crossbeam_channel::unbounded::<Committed>();
-    // Set by the syncer when a sync failed: the connection (and its page
-    // cache) may no longer match the disk, so the writer starts afresh.
-    let sync_failed = Arc::new(AtomicBool::new(false));
-    let syncer = {
-        let status = context.status.clone();
-        let started = context.started;
-        let sync_failed = sync_failed.clone();
-        thread::Builder::new()
-            .name("db-syncer".into())
-            .spawn(move || sync_loop(committed, &status, started, &sync_failed, &*sync))
-    };
-    let syncer = match syncer {
-        Ok(handle) => Some(handle),
-        Err(e) => {
-            // Without a syncer nothing could be answered: answer every write
-            // as failed (the service stays up and says so on /health).
-            tracing::error!(error = %e, "cannot start the WAL sync thread");
-            None
-        }
-    };
     // The merge of the revocation log under way, if any.
     let mut merging = None;
     while let Ok(first) = queue.recv() {
@@ -412,7 +413,7 @@ fn write_loop(
                 Err(_) => break,
             }
         }
-        if sync_failed.swap(false, Ordering::AcqRel) {
+        if syncer.failed.swap(false, Ordering::AcqRel) {
             live.reset();
             merging = None;
         }
@@ -423,7 +424,7 @@ fn write_loop(
             .and_then(|conn| write_batch(conn, &batch, clock, context))
             .and_then(|outcomes| Ok((outcomes, live.wal()?)));
         match written {
-            Ok((outcomes, wal)) if syncer.is_some() => {
+            Ok((outcomes, wal)) => {
                 let answers = batch
                     .into_iter()
                     .map(|request| request.reply)
@@ -431,17 +432,13 @@ fn write_loop(
                     .collect();
                 // The syncer answers once the WAL is on disk. It outlives
                 // this loop (joined below), so the send cannot fail.
-                let _ = to_syncer.send(Committed { answers, wal });
+                let _ = syncer.queue.send(Committed { answers, wal });
                 // Between batches, never inside one.
                 if let Ok(conn) = live.get_mut() {
                     merge_step(conn, &mut merging, context.denylist);
                 }
             }
-            other => {
-                let e = match other {
-                    Err(e) => e,
-                    Ok(_) => StoreError::Sync("the sync thread is not running".into()),
-                };
+            Err(e) => {
                 Status::stamp(&context.status.last_failed_ms, context.started);
                 tracing::error!(error = %e, writes = batch.len(), "write batch failed");
                 for request in batch {
@@ -456,10 +453,8 @@ fn write_loop(
     }
     // Shutting down: answer what is committed, then fold the WAL into the
     // database file.
-    drop(to_syncer);
-    if let Some(syncer) = syncer {
-        let _ = syncer.join();
-    }
+    drop(syncer.queue);
+    let _ = syncer.thread.join();
     if let Ok(conn) = live.get() {
         if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
             tracing::warn!(error = %e, "final WAL checkpoint failed");
@@ -749,6 +744,7 @@ fn change_password(
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::MetadataExt;
+    use std::path::PathBuf;
     use std::sync::mpsc;
     use std::sync::Mutex;
 
@@ -821,14 +817,33 @@ mod tests {
         let mut wal_path = path.clone().into_os_string();
         wal_path.push("-wal");
         assert_eq!(std::fs::metadata(&wal_path).unwrap().ino(), synced_ino);
-        // ...but its caller has no answer while the sync has not returned.
-        assert_eq!(done.try_recv(), Err(mpsc::TryRecvError::Empty));
+        // ...but its caller gets no answer while the sync has not returned
+        // (given time in which an answer sent before the sync would arrive).
+        assert_eq!(
+            done.recv_timeout(Duration::from_millis(300)),
+            Err(mpsc::RecvTimeoutError::Timeout)
+        );
         release.send(()).unwrap();
         assert_eq!(done.recv().unwrap(), Ok(Revocation::Revoked));
         task.join().unwrap();
         drop(release);
         drop(writer);
         handle.join().unwrap();
+    }
+
+    #[test]
+    fn a_wal_deleted_behind_sqlites_back_is_never_reported_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db-wal");
+        std::fs::write(&path, b"frames").unwrap();
+        let wal = File::open(&path).unwrap();
+        assert!(sync_wal(&wal).is_ok());
+        std::fs::remove_file(&path).unwrap();
+        let refused = sync_wal(&wal);
+        assert!(
+            matches!(&refused, Err(StoreError::Sync(m)) if m.contains("deleted")),
+            "{refused:?}"
+        );
     }
 
     #[test]
