@@ -363,9 +363,26 @@ async function sessionChecks() {
       await settled(tabs, null);
       checkRefreshes();
       const sentBefore = refreshes.length;
+      // Two clicks are never quite at once: hold each refresh request until
+      // both tabs have sent theirs, so neither can see the other's answer
+      // (a fast server answered the first before the second click landed).
+      const isRefresh = (u) => u.pathname === '/api/v1/token/refresh';
+      let releaseBoth;
+      const bothSent = new Promise((resolve) => { releaseBoth = resolve; });
+      let held = 0;
+      const hold = async (route) => {
+        if (route.request().method() === 'POST') {
+          held += 1;
+          if (held === 2) releaseBoth();
+          await bothSent;
+        }
+        await route.continue();
+      };
+      await ctx.route(isRefresh, hold);
       await Promise.all(racers.map((t) => t.page.click('#refresh-now')));
       await until('both racing refreshes answered', () => refreshes.filter((r, i) => i >= sentBefore
         && racers.some((t) => t.n === r.tab) && r.status !== null).length >= 2, 10_000);
+      await ctx.unroute(isRefresh, hold);
       const raced = refreshes.slice(sentBefore).filter((r) => racers.some((t) => t.n === r.tab));
       assertEqual(raced[0].token, raced[1].token, 'refresh token presented by the two racing tabs');
       checkRefreshes({ mayOverlap: true });
